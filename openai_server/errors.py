@@ -1,0 +1,98 @@
+"""Error types and exit codes: every user-facing failure is one of these, caught once in the CLI.
+
+The exit codes are a public interface (Docker, Kubernetes and scripts branch on them); the README's
+table is generated from `ExitCode` by a test, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented exit codes of `serve`."""
+
+    OK = 0
+    INTERNAL = 1  # a bug in serve: please report it
+    USAGE = 2  # bad command line (typer/click's own code)
+    PROFILE = 3  # the profile (file, --set or SERVE_* environment) is invalid
+    REFUSED = 4  # preflight refused the profile on this vLLM / hardware
+    START_FAILED = 5  # the server exited before it was ready
+    READY_TIMEOUT = 6  # not ready before --ready-timeout (the group was killed)
+    DIED_AFTER_READY = 7  # the server or its engine died after it was ready
+    NOT_READY = 8  # `serve probe`: the endpoint is not ready
+    CLIENT = 9  # `serve smoke` / `bench` / `chat`: the endpoint answered wrongly or not at all
+    INTERRUPTED = 130  # stopped by SIGINT (128 + 2), after a clean group stop
+    TERMINATED = 143  # stopped by SIGTERM (128 + 15), after a clean group stop
+
+
+class ServeError(Exception):
+    """Base of all errors that are reported as one line and an exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, *, detail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        # Lines shown under the one-line message (e.g. the server's last output lines).
+        self.detail = detail or []
+
+
+class ProfileError(ServeError):
+    """A profile, an override or an environment value is invalid."""
+
+    exit_code = ExitCode.PROFILE
+
+
+class RefusedError(ServeError):
+    """A preflight check refused the profile."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class StartFailed(ServeError):
+    """The server process exited before it became ready."""
+
+    exit_code = ExitCode.START_FAILED
+
+    def __init__(
+        self, message: str, *, detail: list[str] | None = None, code: ExitCode | None = None
+    ) -> None:
+        super().__init__(message, detail=detail)
+        if code is not None:
+            self.exit_code = code
+
+
+class ReadyTimeout(ServeError):
+    """The server did not become ready before the deadline."""
+
+    exit_code = ExitCode.READY_TIMEOUT
+
+
+class DiedAfterReady(StartFailed):
+    """The server or its engine died after it had been ready."""
+
+    exit_code = ExitCode.DIED_AFTER_READY
+
+
+class NotReady(ServeError):
+    """A readiness probe found the endpoint not ready."""
+
+    exit_code = ExitCode.NOT_READY
+
+
+class ClientError(ServeError):
+    """An OpenAI-compatible endpoint answered wrongly or not at all."""
+
+    exit_code = ExitCode.CLIENT
+
+
+class Interrupted(ServeError):
+    """The launcher was asked to stop by a signal and stopped the server group."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name}; the server process group is gone")
+        self.exit_code = ExitCode.INTERRUPTED if name == "SIGINT" else ExitCode.TERMINATED

@@ -1,0 +1,58 @@
+"""Readiness over HTTP: ready means `GET /v1/models` lists the served model id.
+
+vLLM's API process binds its port early and refuses connections until the whole engine is built;
+then /health, /v1/models and friends all answer at once (FIELD_NOTES). /health alone is not enough:
+it says nothing about *which* model is served (a served-model-name mismatch is a classic outage,
+production-stack 3486), so readiness asks for the id itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ready: bool
+    reason: str
+    models: tuple[str, ...] = ()
+
+
+def base_url_for(host: str, port: int) -> str:
+    """The URL a local client uses: a wildcard bind address is reached through loopback."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def check_models(
+    client: httpx.Client, base_url: str, model: str | None, api_key: str | None = None
+) -> ProbeResult:
+    """One probe of /v1/models. `model=None` accepts any listed model."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url = base_url.rstrip("/") + "/v1/models"
+    try:
+        response = client.get(url, headers=headers)
+    except httpx.ConnectError:
+        return ProbeResult(False, f"connection refused at {url}")
+    except httpx.TimeoutException:
+        return ProbeResult(False, f"timed out asking {url}")
+    except httpx.HTTPError as e:
+        return ProbeResult(False, f"{type(e).__name__} asking {url}: {e}")
+    if response.status_code in (401, 403):
+        return ProbeResult(False, f"{url} answered {response.status_code}: wrong or missing API key")
+    if response.status_code != 200:
+        return ProbeResult(False, f"{url} answered HTTP {response.status_code}")
+    try:
+        ids = tuple(str(m["id"]) for m in response.json()["data"])
+    except (ValueError, KeyError, TypeError):
+        return ProbeResult(False, f"{url} did not answer an OpenAI model list")
+    if model is None:
+        return ProbeResult(bool(ids), "ready" if ids else "no model listed yet", ids)
+    if model in ids:
+        return ProbeResult(True, "ready", ids)
+    return ProbeResult(False, f"model {model!r} not listed (listed: {', '.join(ids) or 'none'})", ids)

@@ -1,0 +1,172 @@
+"""The server process: its own process group, its output, and a stop that leaves nothing behind.
+
+Knows nothing of profiles or YAML: it receives a rendered `Command`.
+
+The stop sequence, and why each step is there:
+1. SIGTERM to the whole group, not just the API server: vLLM's API server shuts its engine down on
+   SIGTERM, but a stuck one would not, and `VLLM::EngineCore` / workers then keep the GPU
+   (vllm 55510).
+2. Wait up to the grace period for every member of the group to exit (vLLM 0.26 on an H100 took
+   0.8 s; newer releases drain in-flight requests for --shutdown-timeout seconds).
+3. SIGKILL the group: whatever ignored SIGTERM is ended.
+4. Reap the API server so no zombie is left, and check the group is empty.
+A guardian process (guardian.py) does 1-3 if this process itself is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import IO
+
+import psutil
+
+from .errors import StartFailed
+from .guardian import group_alive
+from .render import Command
+
+LineSink = Callable[[str], None]
+TAIL_LINES = 200
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs whose process group is `pgid` (zombies excluded: they hold no memory)."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+class Guardian:
+    """Handle on the guardian process (see guardian.py)."""
+
+    def __init__(self, grace: float) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "openai_server.guardian", str(grace)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
+        )
+
+    def _say(self, line: str) -> None:
+        stdin = self._proc.stdin
+        if stdin is not None and not stdin.closed:
+            stdin.write(line + "\n")
+            stdin.flush()
+
+    def watch(self, pgid: int) -> None:
+        self._say(f"PGID {pgid}")
+
+    def release(self) -> None:
+        self._say("DONE")
+
+    def close(self) -> None:
+        """Release and let the guardian exit (it kills nothing after DONE)."""
+        self.release()
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+
+
+class ServerProcess:
+    """One run of the server: started in a new session, output pumped into a tail buffer."""
+
+    def __init__(self, command: Command, environ: Mapping[str, str], sinks: list[LineSink]) -> None:
+        self.command = command
+        self._environ = dict(environ)
+        self._sinks = sinks
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.last_output = time.monotonic()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pump: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    def start(self) -> None:
+        # start_new_session: the server leads its own process group (pgid == pid), so one killpg
+        # reaches the engine core and workers, and a terminal's Ctrl-C reaches only the launcher,
+        # which then stops the group in order.
+        try:
+            self._proc = subprocess.Popen(
+                self.command.argv,
+                env=self._environ,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise StartFailed(f"cannot start {self.command.argv[0]!r}: {e.strerror}") from None
+        self._pump = threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True)
+        self._pump.start()
+
+    def _read(self, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            self.last_output = time.monotonic()
+            self.tail.append(line)
+            for sink in self._sinks:
+                sink(line)
+        stream.close()
+
+    def poll(self) -> int | None:
+        assert self._proc is not None
+        return self._proc.poll()
+
+    def drain_output(self, timeout: float = 2.0) -> None:
+        """Wait for the output pump to read what the dead process wrote last (its error)."""
+        if self._pump is not None:
+            self._pump.join(timeout)
+
+    def last_lines(self, n: int = 30) -> list[str]:
+        return list(self.tail)[-n:]
+
+    def signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace: float) -> int | None:
+        """Stop the whole group (see the module docstring); return the API server's exit code."""
+        if self._proc is None:
+            return None
+        self.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            self._proc.poll()  # reap the leader so it does not count as alive
+            if not group_members(self.pid):
+                break
+            time.sleep(0.05)
+        if group_alive(self.pid) and group_members(self.pid):
+            self.signal_group(signal.SIGKILL)
+        try:
+            code = self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+            code = None
+        # SIGKILLed members disappear asynchronously; give the kernel a moment, then check.
+        for _ in range(100):
+            if not group_members(self.pid):
+                break
+            time.sleep(0.05)
+        self.drain_output(1.0)
+        return code
