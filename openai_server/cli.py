@@ -17,6 +17,8 @@ from typing import Annotated, Literal, ParamSpec, TypeVar
 import typer
 
 from . import loader, render
+from .clients import commands as clients_commands
+from .preflight import commands as preflight_commands
 from .errors import ExitCode, NotReady, ServeError
 from .profile import BUILTIN_MODEL_PREFIX, Profile
 
@@ -196,6 +198,12 @@ def launch_cmd(
     log_file: Annotated[
         Path | None, typer.Option(help="append the server's raw output to this file")
     ] = None,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="skip the preflight checks (serve check)")
+    ] = False,
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="run `serve smoke` right after ready; fail if it fails")
+    ] = False,
 ) -> None:
     """Validate, render, start and supervise the server until it is stopped or fails."""
     from . import launch, tiny
@@ -209,6 +217,8 @@ def launch_cmd(
     prof = resolved.profile
     if prof.model.startswith(BUILTIN_MODEL_PREFIX):
         say(f"built-in model {prof.model}: {tiny.ensure()}")
+    if not no_check:
+        preflight_commands.before_launch(prof, python=sys.executable)
     command = render.render(prof, python=sys.executable)
     api_key = None
     if prof.api_key_env:
@@ -232,7 +242,17 @@ def launch_cmd(
         handle = log_file.open("a", buffering=1)
         sinks.append(lambda line: handle.write(line + "\n"))
     say(f"profile {loader.display(resolved.path) if resolved.path else profile}: {command.shell_line()}")
-    launch.run(command, opts, say=say, sinks=sinks)
+    on_ready = (
+        (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, api_key))
+        if smoke
+        else None
+    )
+    launch.run(command, opts, say=say, sinks=sinks, on_ready=on_ready)
+
+
+# Commands owned by other modules (their heavy imports stay inside the commands).
+preflight_commands.register(app)
+clients_commands.register(app)
 
 
 def main() -> None:

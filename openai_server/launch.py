@@ -127,6 +127,7 @@ def run(
     say: Callable[[str], None],
     sinks: list[LineSink],
     environ: Mapping[str, str] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Launch and supervise until a signal or a failure; always leaves no server process behind."""
     stop = StopRequest()
@@ -143,6 +144,8 @@ def run(
             say(f"ready: {opts.base_url}/v1 serves {opts.model_id!r} ({seconds:.1f} s to ready)")
             if opts.ready_file:
                 opts.ready_file.write_text(f"{opts.base_url}/v1 {opts.model_id} {seconds:.1f}\n")
+            if on_ready is not None:
+                on_ready()
             watch(server, stop)
         finally:
             server.stop(opts.grace)  # also when the leader is gone: its engine may not be

@@ -1,0 +1,1 @@
+"""Clients of any OpenAI-compatible endpoint: smoke test, chat, load benchmark."""

@@ -1,0 +1,1 @@
+"""Preflight: what can be known before launch (vLLM flags, hardware, memory fit)."""

