@@ -18,15 +18,15 @@ import typer
 
 from . import loader, render
 from .clients import commands as clients_commands
-from .preflight import commands as preflight_commands
 from .errors import ExitCode, NotReady, ServeError
+from .preflight import commands as preflight_commands
 from .profile import BUILTIN_MODEL_PREFIX, Profile
 
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
-    help="Validate, render, launch and supervise vLLM's OpenAI-compatible server from typed profiles.",
+    help="Validate, render, launch and supervise vLLM's OpenAI server from typed profiles.",
 )
 
 P = ParamSpec("P")
@@ -35,7 +35,10 @@ R = TypeVar("R")
 ProfileOpt = Annotated[
     str,
     typer.Option(
-        "--profile", "-p", envvar="SERVE_PROFILE", help="built-in profile name or path to a YAML file"
+        "--profile",
+        "-p",
+        envvar="SERVE_PROFILE",
+        help="built-in profile name or path to a YAML file",
     ),
 ]
 SetOpt = Annotated[
@@ -145,6 +148,19 @@ def profiles_cmd() -> None:
         print(f"{name:<14} {resolved.profile.description}")
 
 
+@app.command("schema")
+@handles_errors
+def schema_cmd() -> None:
+    """Print the profile JSON Schema (committed as profiles/schema.json)."""
+    print(profile_schema_json(), end="")
+
+
+def profile_schema_json() -> str:
+    schema = Profile.model_json_schema()
+    schema["title"] = "serve profile"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
 @app.command("probe")
 @handles_errors
 def probe_cmd(
@@ -207,8 +223,8 @@ def launch_cmd(
 ) -> None:
     """Validate, render, start and supervise the server until it is stopped or fails."""
     from . import launch, tiny
-    from .supervise import LineSink
     from .probe import base_url_for
+    from .supervise import LineSink
 
     sets = list(set_ or [])
     if server:
@@ -240,8 +256,15 @@ def launch_cmd(
         sinks.append(lambda line: print(line, file=sys.stderr, flush=True))
     if log_file:
         handle = log_file.open("a", buffering=1)
-        sinks.append(lambda line: handle.write(line + "\n"))
-    say(f"profile {loader.display(resolved.path) if resolved.path else profile}: {command.shell_line()}")
+
+        def to_file(line: str) -> None:
+            handle.write(line + "\n")
+
+        sinks.append(to_file)
+    say(
+        f"profile {loader.display(resolved.path) if resolved.path else profile}: "
+        f"{command.shell_line()}"
+    )
     on_ready = (
         (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, api_key))
         if smoke

@@ -11,6 +11,7 @@ Imports only the standard library: it must start in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -38,10 +39,8 @@ def kill_group(pgid: int, grace: float) -> None:
         if not group_alive(pgid):
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def main() -> None:

