@@ -18,7 +18,7 @@ import typer
 
 from . import loader, render
 from .clients import commands as clients_commands
-from .errors import ExitCode, NotReady, ServeError
+from .errors import ExitCode, NotReady, ProfileError, ServeError
 from .preflight import commands as preflight_commands
 from .profile import BUILTIN_MODEL_PREFIX, Profile
 
@@ -164,9 +164,14 @@ def profile_schema_json() -> str:
 @app.command("probe")
 @handles_errors
 def probe_cmd(
-    url: Annotated[str, typer.Option(help="base URL, e.g. http://127.0.0.1:8000")] = (
-        "http://127.0.0.1:8000"
-    ),
+    url: Annotated[
+        str | None, typer.Option(help="base URL, e.g. http://127.0.0.1:8000 (default: 8000)")
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", help="take URL, model and API key variable from a profile"),
+    ] = None,
+    set_: SetOpt = None,
     model: Annotated[str | None, typer.Option(help="require this model id")] = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="environment variable that holds the API key")
@@ -177,8 +182,14 @@ def probe_cmd(
     """Exit 0 when the endpoint lists the model (for HEALTHCHECK / exec probes), else 8."""
     import httpx
 
-    from .probe import check_models
+    from .probe import base_url_for, check_models
 
+    if profile is not None:
+        prof = _resolve(profile, set_).profile
+        url = url or base_url_for(prof.host, prof.effective_port)
+        model = model or prof.model_id
+        api_key_env = api_key_env or prof.api_key_env
+    url = url or "http://127.0.0.1:8000"
     api_key = os.environ.get(api_key_env) if api_key_env else None
     deadline = time.monotonic() + wait
     with httpx.Client(timeout=timeout) as client:
@@ -204,16 +215,36 @@ def launch_cmd(
     ready_timeout: Annotated[
         float, typer.Option(help="seconds to wait for ready before killing the group")
     ] = 1800.0,
+    stall_timeout: Annotated[
+        float,
+        typer.Option(help="start-up is hung after this long with no output, phase or CPU (0: off)"),
+    ] = 300.0,
     grace: Annotated[
         float, typer.Option(help="seconds between SIGTERM and SIGKILL when stopping")
     ] = 30.0,
     ready_file: Annotated[
         Path | None, typer.Option(help="written when ready (removed on exit)")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="hide the server's output")] = False,
+    log_format: Annotated[
+        Literal["auto", "plain", "json"],
+        typer.Option(help="auto: live display on a terminal, else plain lines; json: events"),
+    ] = "auto",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show the server's raw output (stderr)")
+    ] = False,
     log_file: Annotated[
         Path | None, typer.Option(help="append the server's raw output to this file")
     ] = None,
+    health_interval: Annotated[float, typer.Option(help="seconds between /health checks")] = 5.0,
+    deep_probe_interval: Annotated[
+        float, typer.Option(help="seconds between one-token liveness completions (0: off)")
+    ] = 0.0,
+    deep_probe_timeout: Annotated[
+        float, typer.Option(help="a deep probe slower than this means the engine hangs")
+    ] = 30.0,
+    restart_limit: Annotated[
+        int, typer.Option(help="give up after this many restarts within 10 minutes")
+    ] = 5,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="skip the preflight checks (serve check)")
     ] = False,
@@ -221,56 +252,68 @@ def launch_cmd(
         bool, typer.Option("--smoke", help="run `serve smoke` right after ready; fail if it fails")
     ] = False,
 ) -> None:
-    """Validate, render, start and supervise the server until it is stopped or fails."""
+    """Validate, check, render, start and supervise the server until it is stopped or fails."""
     from . import launch, tiny
     from .probe import base_url_for
-    from .supervise import LineSink
+    from .report import Reporter
 
     sets = list(set_ or [])
     if server:
         sets.append(f"server={server}")
     resolved = _resolve(profile, sets)
     prof = resolved.profile
-    if prof.model.startswith(BUILTIN_MODEL_PREFIX):
-        say(f"built-in model {prof.model}: {tiny.ensure()}")
     if not no_check:
         preflight_commands.before_launch(prof, python=sys.executable)
+    if prof.model.startswith(BUILTIN_MODEL_PREFIX):
+        tiny.ensure()
     command = render.render(prof, python=sys.executable)
     api_key = None
     if prof.api_key_env:
         api_key = os.environ.get(prof.api_key_env)
         if not api_key:
-            raise ServeError(
+            raise ProfileError(
                 f"api_key_env: the environment variable {prof.api_key_env} is not set or empty"
             )
     opts = launch.LaunchOptions(
         base_url=base_url_for(prof.host, prof.effective_port),
         model_id=prof.model_id,
         api_key=api_key,
+        custom_server=prof.server == "custom",
         ready_timeout=ready_timeout,
-        grace=grace,
+        # vLLM drains for --shutdown-timeout on SIGTERM: never SIGKILL it in the middle of that
+        grace=max(grace, (prof.shutdown_timeout or 0) + 10),
         ready_file=ready_file,
+        stall_timeout=stall_timeout,
+        health_interval=health_interval,
+        deep_probe_interval=deep_probe_interval,
+        deep_probe_timeout=deep_probe_timeout,
+        restart=prof.restart,
+        restart_limit=restart_limit,
     )
-    sinks: list[LineSink] = []
-    if not quiet:
-        sinks.append(lambda line: print(line, file=sys.stderr, flush=True))
-    if log_file:
-        handle = log_file.open("a", buffering=1)
-
-        def to_file(line: str) -> None:
-            handle.write(line + "\n")
-
-        sinks.append(to_file)
-    say(
-        f"profile {loader.display(resolved.path) if resolved.path else profile}: "
-        f"{command.shell_line()}"
+    mode: Literal["plain", "json", "rich"] = (
+        "json" if log_format == "json" else "plain" if log_format == "plain" else "rich"
     )
+    if mode == "rich" and (verbose or not sys.stdout.isatty()):
+        mode = "plain"
+    log = log_file.open("a", buffering=1) if log_file else None
+    ui = Reporter(mode, verbose=verbose, log_file=log)
+    origin = loader.display(resolved.path) if resolved.path else profile
+    ui.event("command", f"profile {origin}: {command.shell_line()}", argv=command.argv)
     on_ready = (
         (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, api_key))
         if smoke
         else None
     )
-    launch.run(command, opts, say=say, sinks=sinks, on_ready=on_ready)
+    try:
+        launch.run(command, opts, ui, on_ready=on_ready)
+    except ServeError as e:
+        if e.detail:
+            ui.detail("relevant lines of the server's output", e.detail)
+            e.detail = []
+        raise
+    finally:
+        if log is not None:
+            log.close()
 
 
 # Commands owned by other modules (their heavy imports stay inside the commands).

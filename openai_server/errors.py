@@ -22,6 +22,8 @@ class ExitCode(IntEnum):
     DIED_AFTER_READY = 7  # the server or its engine died after it was ready
     NOT_READY = 8  # `serve probe`: the endpoint is not ready
     CLIENT = 9  # `serve smoke` / `bench` / `chat`: the endpoint answered wrongly or not at all
+    STARTUP_HUNG = 30  # no output, no phase change and no CPU activity for --stall-timeout
+    ENGINE_HUNG = 31  # after ready, the deep probe got no token back in time (/health may say 200)
     INTERRUPTED = 130  # stopped by SIGINT (128 + 2), after a clean group stop
     TERMINATED = 143  # stopped by SIGTERM (128 + 15), after a clean group stop
 
@@ -73,6 +75,10 @@ class DiedAfterReady(StartFailed):
     """The server or its engine died after it had been ready."""
 
     exit_code = ExitCode.DIED_AFTER_READY
+
+
+class Hung(StartFailed):
+    """The server stopped making progress (start-up stall, or an engine that no longer answers)."""
 
 
 class NotReady(ServeError):

@@ -60,3 +60,39 @@ def check_models(
     return ProbeResult(
         False, f"model {model!r} not listed (listed: {', '.join(ids) or 'none'})", ids
     )
+
+
+def check_health(client: httpx.Client, base_url: str) -> int | None:
+    """GET /health: its status code (vLLM: 200 alive, 503 engine dead), None when unreachable.
+
+    /health is 200 for a hung-but-alive engine too (vllm 39863): see `deep_probe`.
+    """
+    try:
+        return client.get(base_url.rstrip("/") + "/health").status_code
+    except httpx.HTTPError:
+        return None
+
+
+def deep_probe(
+    base_url: str, model: str, api_key: str | None, *, custom: bool, timeout: float
+) -> str | None:
+    """Generate one token; None when it came back in time, else why not.
+
+    The only check that sees an engine that hangs while /health answers 200.
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if custom:
+        url, body = base_url.rstrip("/") + "/generate", {"prompt": "ping", "max_tokens": 1}
+    else:
+        url = base_url.rstrip("/") + "/v1/completions"
+        body = {"model": model, "prompt": "ping", "max_tokens": 1}
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            response = client.post(url, json=body, headers=headers)
+    except httpx.TimeoutException:
+        return f"no token from {url} within {timeout:.0f} s"
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__} from {url}"
+    if response.status_code != 200:
+        return f"{url} answered HTTP {response.status_code}"
+    return None

@@ -104,6 +104,9 @@ class Profile(Strict):
         None,
         description="vLLM's --speculative-config, e.g. {method: ngram, num_speculative_tokens: 4}",
     )
+    shutdown_timeout: int | None = Field(
+        None, ge=0, le=3600, description="seconds vLLM drains in-flight requests on SIGTERM"
+    )
     chat_template: str | None = None
     download_dir: str | None = None
 

