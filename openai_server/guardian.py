@@ -52,7 +52,9 @@ def main() -> None:
     for line in sys.stdin:
         word, _, arg = line.strip().partition(" ")
         if word == "PGID":
-            pgid = int(arg)
+            # never a system group or our own: killpg(1, ...) would hit every process we may signal
+            candidate = int(arg)
+            pgid = candidate if candidate > 1 and candidate != os.getpgrp() else None
         elif word == "DONE":
             pgid = None
     if pgid is not None:
