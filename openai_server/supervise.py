@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from .guardian import group_alive
 from .render import Command
 
 LineSink = Callable[[str], None]
+# uvicorn access-log lines of the launcher's own readiness/liveness probes
+_PROBE_ACCESS = re.compile(r'"GET /(health|v1/models) HTTP/[\d.]+" \d+')
 TAIL_LINES = 200
 
 
@@ -140,7 +143,8 @@ class ServerProcess:
             self._pump.join(timeout)
 
     def last_lines(self, n: int = 30) -> list[str]:
-        return list(self.tail)[-n:]
+        """The server's last lines, without the access-log noise of our own probes."""
+        return [line for line in self.tail if not _PROBE_ACCESS.search(line)][-n:]
 
     def signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
