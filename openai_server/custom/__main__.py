@@ -106,7 +106,11 @@ async def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    return asyncio.run(serve(args))
+    try:  # the event loop vLLM's own server runs on: measurably faster per streamed token
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(args))
+    return int(uvloop.run(serve(args)))
 
 
 if __name__ == "__main__":

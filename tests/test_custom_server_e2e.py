@@ -1,0 +1,201 @@
+"""The custom server against the real vLLM (CPU build), launched by `serve launch --server custom`.
+
+One server for the whole module (starting one costs 60-90 s on these machines); the last test
+stops it with SIGTERM and checks that nothing of it is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import ROOT, Launched, assert_nothing_left, launch, requires_vllm
+
+pytestmark = [pytest.mark.e2e, requires_vllm]
+FIXED = {"ignore_eos": True, "temperature": 0.0}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+    launched = launch(tmp_path_factory.mktemp("custom"), "--server", "custom")
+    yield launched
+    launched.stop()
+
+
+def sse_data(raw: str) -> list[str]:
+    """The `data` of each event of a raw SSE body."""
+    return [block.removeprefix("data: ") for block in raw.split("\n\n") if block.strip()]
+
+
+def metric(base_url: str, name: str, labels: str = "") -> float:
+    """One sample of vLLM's own Prometheus counters, as /metrics exposes them."""
+    text = httpx.get(base_url + "/metrics").text
+    pattern = rf"^{re.escape(name)}\{{[^}}]*{re.escape(labels)}[^}}]*\}} (\S+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+def test_stream_sends_text_deltas_then_a_final_event_then_done(server: Launched) -> None:
+    r = httpx.post(
+        server.base_url + "/generate-stream",
+        json={"prompt": "Hello", "max_tokens": 12, **FIXED},
+        timeout=60,
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    data = sse_data(r.text)
+    assert data[-1] == "[DONE]"
+    final = json.loads(data[-2])
+    assert final == {"finish_reason": "length", "prompt_tokens": final["prompt_tokens"],
+                     "completion_tokens": 12}  # fmt: skip
+    texts = [json.loads(d)["text"] for d in data[:-2]]
+    assert texts and all(texts)
+
+
+def test_stream_text_is_the_delta_not_the_cumulative_text(server: Launched) -> None:
+    """Greedy decoding twice: the stream's events, concatenated, are /generate's whole text."""
+    body = {"prompt": "The delta check", "max_tokens": 24, **FIXED}
+    streamed = httpx.post(server.base_url + "/generate-stream", json=body, timeout=60)
+    whole = httpx.post(server.base_url + "/generate", json=body, timeout=60).json()
+    texts = [json.loads(d)["text"] for d in sse_data(streamed.text)[:-2]]
+    assert "".join(texts) == whole["text"]
+    assert whole["completion_tokens"] == 24
+    assert whole["finish_reason"] == "length"
+
+
+def test_models_health_and_ready_answer(server: Launched) -> None:
+    models = httpx.get(server.base_url + "/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["tiny-phi3"]
+    assert httpx.get(server.base_url + "/health").status_code == 200
+    ready = httpx.get(server.base_url + "/ready")
+    assert ready.status_code == 200 and ready.json()["models"] == ["tiny-phi3"]
+
+
+def test_concurrent_requests_are_batched_by_the_engine(server: Launched) -> None:
+    """Evidence that does not depend on this shared machine's speed: vLLM's own iteration
+    counter. Four 64-token streams served one after another take >= 256 engine steps; batched,
+    their decode steps are shared, so steps stay far below the tokens generated. And the streams
+    overlap: each has its first token before any has finished."""
+    n, tokens = 4, 64
+    steps_before = metric(server.base_url, "vllm:iteration_tokens_total_count")
+
+    async def one(client: httpx.AsyncClient) -> tuple[float, float]:
+        first = 0.0
+        async with client.stream(
+            "POST", "/generate-stream", json={"prompt": "Batch me", "max_tokens": tokens, **FIXED}
+        ) as r:
+            async for line in r.aiter_lines():
+                if not first and line.startswith('data: {"text"'):
+                    first = time.monotonic()
+        return first, time.monotonic()
+
+    async def all_of_them() -> list[tuple[float, float]]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+            return await asyncio.gather(*(one(client) for _ in range(n)))
+
+    spans = asyncio.run(all_of_them())
+    steps = metric(server.base_url, "vllm:iteration_tokens_total_count") - steps_before
+    assert max(first for first, _ in spans) < min(end for _, end in spans), spans
+    assert steps < 0.6 * n * tokens, f"{steps} engine steps for {n}x{tokens} tokens: serialized"
+
+
+def test_client_disconnect_aborts_the_request_in_the_engine(server: Launched) -> None:
+    """Read three events of a long generation and hang up. The observable is vLLM's own: its
+    running-requests gauge returns to 0 and its generated-token counter stops, long before the
+    2000 tokens asked for; our server logs the abort."""
+    base = server.base_url
+    generated_before = metric(base, "vllm:generation_tokens_total")
+    body = {"prompt": "Go on forever", "max_tokens": 2000, **FIXED}
+    with httpx.stream("POST", base + "/generate-stream", json=body, timeout=60) as r:
+        seen = 0
+        for line in r.iter_lines():
+            seen += line.startswith("data:")
+            if seen == 3:
+                break
+    deadline = time.monotonic() + 10
+    while metric(base, "vllm:num_requests_running") != 0:
+        assert time.monotonic() < deadline, "the request still runs after the client left"
+        time.sleep(0.1)
+    settled = metric(base, "vllm:generation_tokens_total")
+    time.sleep(1.0)
+    assert metric(base, "vllm:generation_tokens_total") == settled, "tokens for nobody"
+    assert settled - generated_before < 1000
+    assert "aborted request" in server.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"prompt": ""}, 422, "prompt"),
+        ({"max_tokens": 3}, 422, "prompt: Field required"),
+        ({"prompt": "x", "temperature": -1}, 422, "temperature"),
+        ({"prompt": "x", "top_p": 1.5}, 422, "top_p"),
+        ({"prompt": "x", "max_tokens": "5"}, 422, "max_tokens"),
+        ({"prompt": "x", "stop": [1]}, 422, "stop"),
+        ({"prompt": "x", "typo_field": 1}, 422, "typo_field: Extra inputs are not permitted"),
+        ({"prompt": "x", "max_tokens": 5000}, 400, "max_tokens: 5000 >"),
+        ({"prompt": "word " * 3000}, 400, "leave no room to generate within max_model_len 2048"),
+        ([1, 2], 422, "body"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/generate", "/generate-stream"])
+def test_bad_input_is_4xx_with_a_one_line_message(
+    server: Launched, path: str, body: Any, status: int, words: str
+) -> None:
+    r = httpx.post(server.base_url + path, json=body, timeout=30)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"prompt": "x", "temperature": NaN}', b'{"prompt": "\\ud800"}', b"{not json", b""],
+)
+def test_bodies_json_cannot_carry_are_4xx(server: Launched, raw: bytes) -> None:
+    r = httpx.post(server.base_url + "/generate-stream", content=raw,
+                   headers={"content-type": "application/json"})  # fmt: skip
+    assert 400 <= r.status_code < 500, r.text
+
+
+def test_schema_fuzzer_finds_no_server_error(server: Launched, tmp_path: Path) -> None:
+    """schemathesis, from the server's own /openapi.json: every answer must be 4xx or 2xx."""
+    st = Path(sys.executable).with_name("st")
+    cmd = [str(st), "run", server.base_url + "/openapi.json", "--checks", "not_a_server_error",
+           "--max-examples", "40", "--workers", "2", "--seed", "1"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "No issues found" in done.stdout or "passed" in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.parametrize("example", ["sse_requests_client.py", "sse_httpx_client.py"])
+def test_example_clients_print_the_stream(server: Launched, example: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / example), "--url", server.base_url,
+         "--prompt", "Hi", "--max-tokens", "8"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    final = json.loads(done.stderr.strip().splitlines()[-1])
+    assert final["completion_tokens"] <= 8 and final["finish_reason"] in ("length", "stop")
+    assert done.stdout.strip()
+
+
+def test_sigterm_stops_server_and_engine_leaving_nothing(server: Launched) -> None:
+    """Last in the module: the launcher forwards SIGTERM to the server's group; our server shuts
+    the engine down before exiting, and no process of the group or listener remains."""
+    code = server.stop(timeout=90)
+    output = server.log.read_text()
+    assert code == 143, output[-3000:]
+    assert "shutting down the engine" in output
+    assert_nothing_left(output, server.port)
