@@ -1,0 +1,153 @@
+"""`serve bench`: one load run or a concurrency sweep against an OpenAI-compatible endpoint.
+
+The run mirrors `vllm bench serve` so the two can be compared figure for figure: one untimed
+test request first (it proves the workload is accepted and warms the server), then all prompts
+with Poisson arrivals and a concurrency cap, timed from the first dispatch to the last answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+from ..errors import ClientError
+from . import metrics, workload
+from .endpoint import Endpoint
+from .loadgen import EndpointKind, Target, run_load, send, session_for
+from .metrics import RequestOutcome
+from .workload import Prompt
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    ep: Endpoint
+    model: str | None = None
+    endpoint: EndpointKind = "chat"
+    num_prompts: int = 100
+    random_input_len: int = 128
+    random_output_len: int = 128
+    dataset: Path | None = None
+    max_concurrency: int | None = None
+    request_rate: float = float("inf")
+    seed: int = 0
+    slo: dict[str, float] | None = None
+    ignore_eos: bool = True
+
+
+def run(
+    cfg: BenchConfig, levels: list[int] | None = None, progress: bool = False
+) -> list[dict[str, Any]]:
+    """One result per concurrency level (`levels` None: one run at cfg.max_concurrency)."""
+    return asyncio.run(_run(cfg, levels, progress))
+
+
+async def _run(cfg: BenchConfig, levels: list[int] | None, progress: bool) -> list[dict[str, Any]]:
+    try:
+        target, prompts = await prepare(cfg)
+    except aiohttp.ClientError as e:
+        raise ClientError(f"bench: preparing the prompts at {cfg.ep.root}: {e}") from None
+    results = []
+    for level in levels or [cfg.max_concurrency]:  # type: ignore[list-item]
+        run_cfg = replace(cfg, max_concurrency=level)
+        results.append(await measure(run_cfg, target, prompts, progress))
+    return results
+
+
+async def prepare(cfg: BenchConfig) -> tuple[Target, list[Prompt]]:
+    """Resolve the model, build the prompts, and send the untimed test request."""
+    model = pick_model(cfg.ep, cfg.model)
+    target = Target(cfg.ep, model, cfg.endpoint, cfg.ignore_eos)
+    async with session_for(8) as client:
+        if cfg.dataset is not None:
+            prompts = workload.load_dataset(cfg.dataset, cfg.random_output_len, cfg.num_prompts)
+        else:
+            prompts = await workload.random_prompts(
+                client, cfg.ep, model, cfg.num_prompts, cfg.random_input_len,
+                cfg.random_output_len, cfg.seed,
+            )  # fmt: skip
+        test = await send(client, target, prompts[0])
+    if not test.success:
+        raise ClientError(f"bench: the test request to {target.url} failed: {test.error}")
+    return target, prompts
+
+
+def pick_model(ep: Endpoint, model: str | None) -> str:
+    """`model`, checked against /v1/models; without one, the only model listed."""
+    from ..probe import check_models
+
+    with httpx.Client(timeout=30) as client:
+        result = check_models(client, ep.root, model, ep.api_key)
+    if not result.ready:
+        raise ClientError(f"bench: {result.reason}")
+    if model is not None:
+        return model
+    if len(result.models) != 1:
+        raise ClientError(f"bench: pass --model: the server lists {', '.join(result.models)}")
+    return result.models[0]
+
+
+async def measure(
+    cfg: BenchConfig, target: Target, prompts: list[Prompt], progress: bool
+) -> dict[str, Any]:
+    """One timed run: every figure of `metrics.calculate` plus the run's settings."""
+    offsets = workload.arrival_offsets(len(prompts), cfg.request_rate, cfg.seed)
+    with _progress_bar(len(prompts), cfg.max_concurrency, progress) as advance:
+        outcomes, duration = await run_load(
+            target, prompts, offsets, cfg.max_concurrency, on_done=advance
+        )
+    result = metrics.calculate(outcomes, duration, cfg.slo)
+    if result["completed"] == 0:
+        first = next((o.error for o in outcomes if o.error), "no error recorded")
+        raise ClientError(f"bench: all {len(outcomes)} requests failed; first: {first}")
+    result["errors"] = sorted({o.error for o in outcomes if not o.success})[:10]
+    return {**settings(cfg, target), **result}
+
+
+def settings(cfg: BenchConfig, target: Target) -> dict[str, Any]:
+    return {
+        "url": cfg.ep.root,
+        "model": target.model,
+        "endpoint": target.url.removeprefix(cfg.ep.root),
+        "num_prompts": cfg.num_prompts,
+        "dataset": str(cfg.dataset) if cfg.dataset else "random",
+        "random_input_len": None if cfg.dataset else cfg.random_input_len,
+        "random_output_len": cfg.random_output_len,
+        "max_concurrency": cfg.max_concurrency,
+        "request_rate": "inf" if cfg.request_rate == float("inf") else cfg.request_rate,
+        "seed": cfg.seed,
+        "ignore_eos": cfg.ignore_eos,
+        "slo": {k: v * 1000 for k, v in (cfg.slo or {}).items()},  # ms, like vLLM's --goodput
+    }
+
+
+class _progress_bar:
+    """A rich progress bar on stderr when `enabled` (a terminal); else a no-op."""
+
+    def __init__(self, total: int, concurrency: int | None, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.label = f"concurrency {concurrency or 'unlimited'}"
+
+    def __enter__(self) -> Callable[[RequestOutcome], None]:
+        if not self.enabled:
+            return lambda _: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.progress = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
+        )  # fmt: skip
+        self.progress.start()
+        task = self.progress.add_task(self.label, total=self.total)
+        return lambda _: self.progress.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()

@@ -1,0 +1,183 @@
+"""`serve smoke`: prove an OpenAI-compatible endpoint answers a streamed chat, through the SDK.
+
+A deployment is not done when /health says 200: production-stack 43 had /health green while every
+chat failed for lack of a chat template, and 3486 a served-model-name mismatch. So the smoke test
+does what a user's first client does (list models, stream one chat completion) and names the
+failure class in one line: auth, model missing, no chat template, timeout, refused, too few chunks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ClientError
+from .endpoint import Endpoint
+
+if TYPE_CHECKING:
+    import openai
+
+PROMPT = "Count from one to ten, in words."
+MAX_TOKENS = 16
+MIN_CONTENT_CHUNKS = 2
+
+
+class SmokeFailed(ClientError):
+    """The smoke test failed; `kind` classifies why (auth, model, template, timeout, ...)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"smoke: {kind}: {message}")
+        self.kind = kind
+        self.reason = message
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    url: str
+    model: str
+    content_chunks: int
+    completion_tokens: int
+    prompt_tokens: int
+    finish_reason: str
+    ttft_ms: float
+    tokens_per_s: float  # decode rate: tokens after the first / time after the first
+    total_s: float
+
+    def line(self) -> str:
+        return (
+            f"ok: {self.model} at {self.url}: {self.completion_tokens} tokens in "
+            f"{self.content_chunks} chunks, TTFT {self.ttft_ms:.0f} ms, "
+            f"{self.tokens_per_s:.1f} tokens/s, finish_reason={self.finish_reason}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": True, **asdict(self)}
+
+
+def run(ep: Endpoint, model: str | None, timeout: float, http_client: Any = None) -> SmokeResult:
+    """List models, pick one, stream a chat completion; raise SmokeFailed on any failure.
+
+    `http_client` (an httpx or httpx2 Client, which the SDK both accepts) lets tests put a
+    MockTransport under the SDK."""
+    import openai
+
+    client = openai.OpenAI(
+        base_url=ep.v1, api_key=ep.api_key or "EMPTY", timeout=timeout, max_retries=0,
+        http_client=http_client,
+    )  # fmt: skip
+    with client:
+        chosen = pick_model(client, ep, model, timeout)
+        return _stream_chat(client, ep, chosen, timeout)
+
+
+def pick_model(client: openai.OpenAI, ep: Endpoint, model: str | None, timeout: float) -> str:
+    try:
+        ids = [m.id for m in client.models.list()]
+    except Exception as e:
+        raise classify(e, ep, "GET /v1/models", timeout) from None
+    if model is not None:
+        if model not in ids:
+            raise SmokeFailed(
+                "model missing", f"{model!r} is not served (listed: {', '.join(ids) or 'none'})"
+            )
+        return model
+    if len(ids) != 1:
+        listed = ", ".join(ids) or "none"
+        raise SmokeFailed("model missing", f"pass --model: the server lists {listed}")
+    return ids[0]
+
+
+def _stream_chat(client: openai.OpenAI, ep: Endpoint, model: str, timeout: float) -> SmokeResult:
+    chunks = 0
+    finish = None
+    usage = None
+    first = last = 0.0
+    start = time.perf_counter()
+    try:
+        stream = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": PROMPT}],
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with stream:
+            for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        last = time.perf_counter()
+                        first = first or last
+                        chunks += 1
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+    except Exception as e:
+        raise classify(e, ep, "POST /v1/chat/completions", timeout) from None
+    if chunks < MIN_CONTENT_CHUNKS:
+        raise SmokeFailed(
+            "too few chunks",
+            f"{chunks} content chunk(s) streamed by {model}, need >= {MIN_CONTENT_CHUNKS}",
+        )
+    if finish is None:
+        raise SmokeFailed("no finish reason", f"the stream from {model} ended without one")
+    if usage is None:
+        raise SmokeFailed(
+            "no usage", f"{model} sent no usage chunk although stream_options.include_usage"
+        )
+    tokens = usage.completion_tokens
+    decode_s = last - first
+    return SmokeResult(
+        url=ep.root,
+        model=model,
+        content_chunks=chunks,
+        completion_tokens=tokens,
+        prompt_tokens=usage.prompt_tokens,
+        finish_reason=finish,
+        ttft_ms=(first - start) * 1000,
+        tokens_per_s=(tokens - 1) / decode_s if decode_s > 0 and tokens > 1 else 0.0,
+        total_s=last - start,
+    )
+
+
+def classify(error: Exception, ep: Endpoint, what: str, timeout: float) -> SmokeFailed:
+    """One SmokeFailed line for an exception of the OpenAI SDK."""
+    import openai
+
+    if isinstance(error, openai.APITimeoutError):
+        return SmokeFailed("timeout", f"{what} took longer than {timeout:g} s at {ep.root}")
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__
+        text = f"{type(cause).__name__}: {cause}" if cause else str(error)
+        if "refused" in text.lower() or "ConnectError" in text:
+            return SmokeFailed("connection refused", f"nothing answers at {ep.root} ({what})")
+        return SmokeFailed("connection failed", f"{what} at {ep.root}: {text}")
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        message = _server_message(error)
+        if status in (401, 403):
+            hint = "set --api-key-env" if not ep.api_key else "the key was refused"
+            return SmokeFailed("auth", f"{what} answered {status} ({hint}): {message}")
+        if status == 400 and "chat template" in message.lower():
+            return SmokeFailed(
+                "no chat template",
+                "the server has no chat template for this model "
+                f"(give vLLM --chat-template): {message}",
+            )
+        if status == 404:
+            return SmokeFailed("not found", f"{what} answered 404: {message}")
+        return SmokeFailed(f"HTTP {status}", f"{what}: {message}")
+    return SmokeFailed("error", f"{what}: {type(error).__name__}: {error}")
+
+
+def _server_message(error: openai.APIStatusError) -> str:
+    """The server's own message, on one line (vLLM: {"error": {"message": ...}})."""
+    body = error.body
+    message: object = None
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+    text = str(message or error.message)
+    return " ".join(text.split())[:300]
