@@ -281,7 +281,7 @@ def launch_cmd(
         custom_server=prof.server == "custom",
         ready_timeout=ready_timeout,
         # vLLM drains for --shutdown-timeout on SIGTERM: never SIGKILL it in the middle of that
-        grace=max(grace, (prof.shutdown_timeout or 0) + 10),
+        grace=grace if prof.shutdown_timeout is None else max(grace, prof.shutdown_timeout + 10),
         ready_file=ready_file,
         stall_timeout=stall_timeout,
         health_interval=health_interval,

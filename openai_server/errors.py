@@ -22,6 +22,18 @@ class ExitCode(IntEnum):
     DIED_AFTER_READY = 7  # the server or its engine died after it was ready
     NOT_READY = 8  # `serve probe`: the endpoint is not ready
     CLIENT = 9  # `serve smoke` / `bench` / `chat`: the endpoint answered wrongly or not at all
+    # 10..29: a failure of vLLM that serve recognised in its output (diagnose.py); the error line
+    # names the cause and the profile change that fixes it.
+    KV_CACHE_TOO_SMALL = 10  # one max_model_len sequence does not fit the KV cache memory
+    CUDA_OOM = 11  # CUDA out of memory (weights, activations or CUDA graphs)
+    BF16_UNSUPPORTED = 12  # bfloat16 on a GPU of compute capability < 8.0 (e.g. Tesla T4)
+    GPU_MEMORY_BUSY = 13  # not enough free (GPU or CPU) memory at start: often an orphaned engine
+    UNRECOGNIZED_ARGUMENT = 14  # this vLLM rejects a flag (removed or renamed)
+    PORT_IN_USE = 15  # the port is taken by another process
+    MODEL_NOT_FOUND = 16  # no such local directory, or the hub is unreachable (offline)
+    CPU_ATTENTION_HEAD_SIZE = 17  # vLLM's CPU attention cannot run this model's head size
+    NCCL_SHM = 18  # NCCL / shared-memory failure (tensor parallel in Docker without --ipc=host)
+    ENGINE_DIED = 19  # the engine core process died (the API server may still exit 0)
     STARTUP_HUNG = 30  # no output, no phase change and no CPU activity for --stall-timeout
     ENGINE_HUNG = 31  # after ready, the deep probe got no token back in time (/health may say 200)
     INTERRUPTED = 130  # stopped by SIGINT (128 + 2), after a clean group stop

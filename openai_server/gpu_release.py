@@ -2,7 +2,7 @@
 
 A restart that comes before the old engine's memory is back fails with "Free memory on device ...
 is less than desired GPU memory utilization" (vllm 20305): the group being gone is not enough, the
-driver frees memory a moment later. Without NVML (CPU hosts, no driver) there is nothing to wait for.
+driver frees memory a moment later. Without NVML (CPU hosts, no driver) nothing is waited for.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from .supervise import Guardian, ServerProcess
 from .watchdog import EngineWatch, ProgressWatch
 
 POLL_INTERVAL = 0.2  # seconds between readiness probes (the issue asks for <= 0.2 s)
+STABLE_AFTER = 60.0  # a run ready this long resets the restart backoff (as Kubernetes does)
 # Failures that a restart cannot fix: restart: on-failure gives up on them at once.
 DETERMINISTIC = {
     "UNRECOGNIZED_ARGUMENT",
@@ -112,11 +113,11 @@ def server_environment(command: Command, environ: Mapping[str, str]) -> dict[str
     return env
 
 
-def explain(failure: StartFailed, server: ServerProcess) -> StartFailed:
+def explain(failure: StartFailed, server: ServerProcess, opts: LaunchOptions) -> StartFailed:
     """Attach the diagnosed cause, fix, exit code and relevant lines to a failure."""
     server.drain_output()
     lines = list(server.tail)
-    found = diagnose(lines)
+    found = diagnose(lines, port=httpx.URL(opts.base_url).port, model=opts.model_id)
     if found is None:
         failure.detail = server.last_lines()
         return failure
@@ -138,6 +139,7 @@ class Run:
         self.server = ServerProcess(command, env, [self._line])
         self.started = time.monotonic()
         self.progress: ProgressWatch | None = None
+        self.ready_at: float | None = None
 
     def _line(self, line: str) -> None:
         self.ui.raw(line)
@@ -145,10 +147,10 @@ class Run:
             if self.progress is not None:
                 self.progress.progressed()
             self.ui.event("phase", ev.describe(), phase=ev.phase, **ev.fields())
-            self.ui.status(f"{ev.phase} ({ev.elapsed:.0f} s)")
 
     def start(self, guardian: Guardian) -> None:
         self.started = time.monotonic()
+        self.phases = PhaseTracker(self.started)
         self.server.start()
         guardian.watch(self.server.pid)
         self.progress = ProgressWatch(self.server.pid, self.opts.stall_timeout)
@@ -159,13 +161,19 @@ class Run:
             pid=self.server.pid,
         )
 
+    def reached_ready(self) -> None:
+        self.ready_at = time.monotonic()
+        ev = self.phases.ready(self.ready_at)
+        self.ui.status("ready")
+        self.ui.event("phase", ev.describe(), phase=ev.phase, **ev.fields())
+
     def _child_exited(self, after_ready: bool) -> StartFailed | None:
         code = self.server.poll()
         if code is None:
             return None
         when = "after it was ready" if after_ready else "before it was ready"
         cls = DiedAfterReady if after_ready else StartFailed
-        return explain(cls(f"the server exited with code {code} {when}"), self.server)
+        return explain(cls(f"the server exited with code {code} {when}"), self.server, self.opts)
 
     def wait_ready(self, stop: StopRequest) -> float:
         opts = self.opts
@@ -193,7 +201,9 @@ class Run:
                             code=ExitCode.STARTUP_HUNG,
                         ),
                         self.server,
+                        self.opts,
                     )
+                self.ui.status(f"{self.phases.current} … {now - self.started:.0f} s")
                 stop.wait(POLL_INTERVAL)
 
     def watch(self, stop: StopRequest) -> None:
@@ -218,15 +228,18 @@ class Run:
                     raise explain(
                         DiedAfterReady(
                             f"engine process {dead} died after ready",
-                            code=ExitCode.DIED_AFTER_READY,
+                            code=ExitCode.ENGINE_DIED,
                         ),
                         self.server,
+                        self.opts,
                     )
                 if now >= next_health:
                     next_health = now + opts.health_interval
                     if check_health(client, opts.base_url) == 503:
                         raise explain(
-                            DiedAfterReady("/health answered 503: the engine is dead"), self.server
+                            DiedAfterReady("/health answered 503: the engine is dead"),
+                            self.server,
+                            self.opts,
                         )
                 if pending is None and now >= next_deep:
                     pending_since = now
@@ -279,17 +292,16 @@ def run(
                 try:
                     run_.start(guardian)
                     seconds = run_.wait_ready(stop)
-                    consecutive = 0
-                    summary = run_.phases.summary(seconds)
-                    ui.status("ready")
+                    run_.reached_ready()
                     ui.event(
                         "ready",
                         f"ready: {opts.base_url}/v1 serves {opts.model_id!r} "
-                        f"({seconds:.1f} s to ready) — {summary}",
+                        f"({seconds:.1f} s to ready)",
                         base_url=f"{opts.base_url}/v1",
                         model=opts.model_id,
                         seconds=round(seconds, 2),
                     )
+                    ui.event("summary", run_.phases.summary(seconds))
                     if opts.ready_file:
                         opts.ready_file.write_text(
                             f"{opts.base_url}/v1 {opts.model_id} {seconds:.1f}\n"
@@ -302,6 +314,8 @@ def run(
                     if not _restartable(failure, opts.restart):
                         raise
                     now = time.monotonic()
+                    if run_.ready_at is not None and now - run_.ready_at >= STABLE_AFTER:
+                        consecutive = 0  # it ran fine for a while: start the backoff over
                     while restarts and now - restarts[0] > opts.restart_window:
                         restarts.popleft()
                     if len(restarts) >= opts.restart_limit:
@@ -337,6 +351,8 @@ def _stop(run_: Run, opts: LaunchOptions, ui: Reporter) -> None:
     """Stop the group (idempotent) and make sure its processes and GPU memory are gone."""
     if run_.server.stopped:
         return
+    if opts.ready_file:  # no longer true
+        opts.ready_file.unlink(missing_ok=True)
     t0 = time.monotonic()
     pids = run_.server.known_pids()
     run_.server.stop(opts.grace)

@@ -9,8 +9,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from openai_server.errors import ExitCode
 from tests.conftest import Spawned, assert_nothing_left, spawn
 from tests.faults.conftest import record
@@ -95,7 +93,9 @@ def test_restart_loop_gives_up_at_its_limit(tmp_path: Path) -> None:
              "--restart-limit", "2")  # fmt: skip
     t0 = time.monotonic()
     code = s.finish(120)
-    record("restart loop hits its limit (2 restarts, backoff 1 s, 2 s)", time.monotonic() - t0, code)
+    record(
+        "restart loop hits its limit (2 restarts, backoff 1 s, 2 s)", time.monotonic() - t0, code
+    )
     out = s.output()
     assert code == ExitCode.START_FAILED, out
     assert len(re.findall(r"restarting in (\d+) s", out)) == 2, out
