@@ -1,0 +1,161 @@
+"""Failures explained: each captured (cpu-0.32-*) or source-reconstructed (gpu-*) vLLM failure
+output maps to its exit code, a one-line cause with vLLM's own numbers, and the profile change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from openai_server.diagnose import diagnose, flag_to_key
+from openai_server.errors import ExitCode
+
+LOGS = Path(__file__).resolve().parent / "faults" / "logs"
+
+
+def log(name: str) -> list[str]:
+    return [ln for ln in (LOGS / name).read_text().splitlines() if not ln.startswith("#")]
+
+
+CASES = [
+    # fixture, exit code, in the cause, in the fix
+    ("cpu-0.32-kv-cache-too-small.log", ExitCode.KV_CACHE_TOO_SMALL,
+     "max_model_len 600000 needs 2.29 GiB", "set max_model_len: 262016 (vLLM's own estimate)"),
+    ("gpu-0.26-kv-cache-too-small.log", ExitCode.KV_CACHE_TOO_SMALL,
+     "needs 48.00 GiB of KV cache, only 8.93 GiB", "set max_model_len: 24384"),
+    ("gpu-0.4-kv-cache-too-small-old.log", ExitCode.KV_CACHE_TOO_SMALL,
+     "the 2432 tokens", "set max_model_len: 2432"),
+    ("gpu-0.26-bf16-t4.log", ExitCode.BF16_UNSUPPORTED,
+     "Tesla T4 (compute capability 7.5)", "set dtype: half"),
+    ("gpu-0.26-gpu-memory-busy.log", ExitCode.GPU_MEMORY_BUSY,
+     "12.41 of 79.18 GiB free", "gpu_memory_utilization: 0.14"),
+    ("gpu-0.26-cuda-oom.log", ExitCode.CUDA_OOM,
+     "loading the weights (tried to allocate 1.75 GiB)", "quantization"),
+    ("gpu-0.26-nccl-shm.log", ExitCode.NCCL_SHM, "/dev/shm", "--ipc=host"),
+    ("cpu-0.32-unrecognized-argument.log", ExitCode.UNRECOGNIZED_ARGUMENT,
+     "does not accept --no-such-flag", "remove --no-such-flag from extra_args"),
+    ("cpu-0.32-port-in-use.log", ExitCode.PORT_IN_USE, "port 8503 is already in use", "set port:"),
+    ("cpu-0.32-model-path-missing.log", ExitCode.MODEL_NOT_FOUND,
+     "/tmp/cap/no-such-model is not a directory", "set model: to an existing local directory"),
+    ("cpu-0.32-hub-offline.log", ExitCode.MODEL_NOT_FOUND,
+     "someorg/no-such-model is not in the local Hugging Face cache",
+     "huggingface-cli download someorg/no-such-model"),
+    ("cpu-0.32-cpu-attention-head-size.log", ExitCode.CPU_ATTENTION_HEAD_SIZE,
+     "head_dim=16", "GPU profile"),
+    ("cpu-0.32-engine-killed.log", ExitCode.ENGINE_DIED,
+     "engine core process (VLLM::EngineCore) died", "restart: on-failure"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fixture", "code", "cause", "fix"), CASES, ids=[c[0] for c in CASES])
+def test_known_failure_is_explained(fixture: str, code: ExitCode, cause: str, fix: str) -> None:
+    found = diagnose(log(fixture))
+    assert found is not None
+    assert found.exit_code == code
+    assert cause in found.cause
+    assert fix in found.fix
+    assert "\n" not in found.cause + found.fix
+    # the relevant lines: the matching line and a few around it, without traceback frames
+    assert 1 <= len(found.lines) <= 6
+    assert not any(ln.lstrip().startswith('File "') for ln in found.lines)
+
+
+@pytest.mark.parametrize("fixture", ["cpu-0.32-ready.log", "gpu-0.26-ready.log"])
+def test_a_healthy_start_is_no_failure(fixture: str) -> None:
+    assert diagnose(log(fixture)) is None
+
+
+def test_unknown_failure_is_none() -> None:
+    lines = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "ZeroDivisionError: division by zero",
+    ]
+    assert diagnose(lines) is None
+
+
+def test_every_failure_class_has_its_own_code_between_10_and_29() -> None:
+    codes = [c for c in ExitCode if 10 <= c <= 29]
+    assert len(codes) == len({int(c) for c in codes}) >= 10
+    assert {c[1] for c in CASES} <= set(codes)
+
+
+@pytest.mark.parametrize(
+    ("flag", "key"),
+    [
+        ("--max-num-seqs", "max_num_seqs"),
+        ("--no-enable-prefix-caching", "no_enable_prefix_caching"),
+        ("--max-model-len=4096", "max_model_len"),
+    ],
+)
+def test_flag_to_key(flag: str, key: str) -> None:
+    assert flag_to_key(flag) == key
+
+
+def test_unrecognized_flag_names_the_profile_key_it_came_from() -> None:
+    found = diagnose(["api_server.py: error: unrecognized arguments: --max-num-seqs 8"])
+    assert found is not None and found.exit_code == ExitCode.UNRECOGNIZED_ARGUMENT
+    assert "(from profile key max_num_seqs)" in found.cause
+    assert found.fix.startswith("remove max_num_seqs from the profile")
+
+
+def test_negated_flag_maps_to_its_boolean_key() -> None:
+    found = diagnose(["error: unrecognized arguments: --no-enable-prefix-caching"])
+    assert found is not None and "profile key enable_prefix_caching" in found.cause
+
+
+def test_profile_keys_given_by_the_caller_win() -> None:
+    found = diagnose(["error: unrecognized arguments: --foo"], profile_keys={"foo"})
+    assert found is not None and "profile key foo" in found.cause
+
+
+def test_removed_flag_gets_its_hint() -> None:
+    found = diagnose(["api_server.py: error: unrecognized arguments: --disable-log-requests"])
+    assert found is not None and "--enable-log-requests" in found.fix
+
+
+def test_ambiguous_abbreviation_is_a_bad_flag() -> None:
+    line = "api_server.py: error: ambiguous option: --max-num could match --max-num-seqs, --max-num-batched-tokens"
+    found = diagnose([line])
+    assert found is not None and found.exit_code == ExitCode.UNRECOGNIZED_ARGUMENT
+    assert "--max-num-seqs" in found.fix
+
+
+def test_port_comes_from_the_caller_when_the_log_does_not_say() -> None:
+    found = diagnose(["OSError: [Errno 98] Address already in use"], port=8123)
+    assert found is not None and "port 8123" in found.cause
+
+
+def test_cpu_memory_busy_suggests_sizing_the_kv_cache() -> None:
+    # FIELD_NOTES: a second vLLM on a 24 GiB machine
+    line = (
+        "ValueError: Available memory on node 0 (12.14/13.46 GiB) on startup is less than "
+        "desired CPU memory utilization (0.92, 12.38 GiB). On the CPU backend, ..."
+    )
+    found = diagnose([line])
+    assert found is not None and found.exit_code == ExitCode.GPU_MEMORY_BUSY
+    assert "12.14 of 13.46 GiB" in found.cause and "VLLM_CPU_KVCACHE_SPACE" in found.fix
+
+
+def test_engine_start_failure_with_an_unknown_root_cause_names_it() -> None:
+    lines = [
+        "(EngineCore pid=9) ERROR 11-20 12:00:00 [core.py:1330] EngineCore failed to start.",
+        "(EngineCore pid=9) ERROR 11-20 12:00:00 [core.py:1330] KeyError: 'rope_type'",
+        "RuntimeError: Engine core initialization failed. See root cause above. Failed core "
+        "proc(s): {'EngineCore': 1}",
+    ]
+    found = diagnose(lines)
+    assert found is not None and found.exit_code == ExitCode.ENGINE_DIED
+    assert found.cause.endswith("failed to start: KeyError: 'rope_type'")
+
+
+def test_engine_exit_code_is_reported() -> None:
+    found = diagnose(["RuntimeError: Process EngineCore (PID: 4242) died with exit code -9"])
+    assert found is not None and found.values["engine_exit_code"] == -9
+    assert "exit code -9" in found.cause
+
+
+def test_colour_codes_are_ignored() -> None:
+    found = diagnose(["\x1b[31mERROR\x1b[0m OSError: [Errno 98] Address already in use"], port=1)
+    assert found is not None and found.exit_code == ExitCode.PORT_IN_USE
+    assert "\x1b" not in "".join(found.lines)
