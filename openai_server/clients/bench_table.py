@@ -37,7 +37,7 @@ SWEEP_COLUMNS = [
     ("output_throughput", "output tok/s"),
     ("request_throughput", "req/s"),
     ("median_ttft_ms", "median TTFT ms"),
-    ("median_tpot_ms", "median TPOT ms"),
+    ("mean_tpot_ms", "mean TPOT ms"),
     ("median_e2el_ms", "median E2E ms"),
     ("p99_e2el_ms", "p99 E2E ms"),
     ("failed", "failed"),
