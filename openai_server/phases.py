@@ -179,7 +179,7 @@ def _describe_values(phase: str, v: dict[str, Value]) -> str:
         if "gib" in v:
             parts.append(f"{v['gib']} GiB")
         if "seconds" in v:
-            parts.append(f"in {v['seconds']} s")
+            parts.append(f"in {v['seconds']} s" if parts else f"{v['seconds']} s")
     elif phase in ("compile", "engine_ready"):
         if "seconds" in v:
             parts.append(f"{v['seconds']} s")

@@ -151,6 +151,17 @@ def test_exit_after_ready_exits_with_the_code_after_serving(start: Starter) -> N
     assert f.proc.wait(10) == 0
 
 
+def test_exit_after_ready_can_die_like_a_killed_engine(start: Starter) -> None:
+    # the engine goes first, then the API server prints what vLLM 0.32 printed and exits 0
+    log = LOGS / "cpu-0.32-engine-killed.log"
+    f = start(f"--spawn-engine --exit-after-ready 1:0 --print-at-exit {log}")
+    f.wait_bound()
+    engine = next(p for p in f.group() if p.name().startswith("VLLM::EngineCor"))
+    assert f.proc.wait(10) == 0
+    assert "engine core exited unexpectedly" in f.output()
+    engine.wait(5)  # reaped by nobody but gone: SIGKILLed before the server exited
+
+
 def test_hang_after_ready_answers_health_but_never_completions(start: Starter) -> None:
     f = start("--hang-after-ready 0.3")
     f.wait_bound()
