@@ -214,7 +214,9 @@ def set_layer(assignments: list[str]) -> _Layer:
         key = key.strip()
         if not eq or not key:
             raise ProfileError(f"--set {item}: expected KEY=VALUE (e.g. --set max_num_seqs=32)")
-        _deep_update(data, _nest(key, _parse_value(value)))
+        # environment values are strings by nature: --set env.X=1 means "1", not the number
+        parsed = value if key.startswith("env.") else _parse_value(value)
+        _deep_update(data, _nest(key, parsed))
         labels[key] = f"--set {item}"
     return _Layer(data, labels)
 

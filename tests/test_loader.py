@@ -104,11 +104,11 @@ def test_precedence_set_over_env_over_file_over_parent_over_default(
 
 def test_set_values_are_typed_and_dotted(tmp_path: Path) -> None:
     path = write(tmp_path, "p.yaml", BASE)
-    r = loader.load(str(path), sets=["enforce_eager=false", "sampling.top_k=20", "env.A=b",
+    r = loader.load(str(path), sets=["enforce_eager=false", "sampling.top_k=20", "env.A=b", "env.N=1",
                                      "extra_args=[--foo, '1']"], environ={})  # fmt: skip
     assert r.profile.enforce_eager is False
     assert r.profile.sampling.top_k == 20
-    assert r.profile.env == {"A": "b"}
+    assert r.profile.env == {"A": "b", "N": "1"}
     assert r.profile.extra_args == ["--foo", "1"]
 
 

@@ -3,6 +3,7 @@ one line naming the cause, no process of the server group left, and the port fre
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -114,3 +115,18 @@ def _pgid(pid: int) -> int:
         return os.getpgid(pid)
     except ProcessLookupError:
         return -1
+
+
+def test_kv_cache_too_small_suggests_vllms_own_max_model_len(tmp_path: Path) -> None:
+    s = spawn(
+        tmp_path, "--no-check", "--set", "max_model_len=600000",
+        "--set", "env.VLLM_ALLOW_LONG_MAX_MODEL_LEN=1",
+    )  # fmt: skip
+    t0 = time.monotonic()
+    code = s.finish(300)
+    record("KV cache too small (max_model_len 600000)", time.monotonic() - t0, code)
+    out = s.output()
+    assert code == ExitCode.KV_CACHE_TOO_SMALL, out[-3000:]
+    line = one_error_line(out)
+    assert re.search(r"max_model_len: \d+", line), line
+    assert_nothing_left(out, s.port)
