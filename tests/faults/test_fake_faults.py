@@ -156,3 +156,35 @@ def test_corrupt_profile_starts_nothing(tmp_path: Path) -> None:
     assert code == ExitCode.PROFILE, out
     assert "bad.yaml:3" in error_line(out)
     assert "started the server" not in out
+
+
+def test_json_log_format_emits_structured_phase_events(tmp_path: Path) -> None:
+    import json
+
+    s = fake(tmp_path, "", "--log-format", "json")
+    s.wait_ready(30)
+    s.proc.send_signal(signal.SIGINT)
+    assert s.finish(30) == ExitCode.INTERRUPTED
+    events = [json.loads(ln) for ln in s.output().splitlines() if ln.startswith("{")]
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["command", "started"]
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert phases[0] == "start" and phases[-1] == "ready" and "kv_cache" in phases
+    kv = next(e for e in events if e.get("phase") == "kv_cache")
+    assert kv["tokens"] > 0 and kv["since_start"] >= 0
+    ready = next(e for e in events if e["event"] == "ready")
+    assert ready["model"] == "fake-model" and ready["seconds"] > 0
+    assert all("elapsed" in e and "message" in e for e in events if e["event"] != "log")
+
+
+def test_raw_output_only_with_verbose(tmp_path: Path) -> None:
+    quiet = fake(tmp_path, "")
+    quiet.wait_ready(30)
+    quiet.proc.send_signal(signal.SIGINT)
+    quiet.finish(30)
+    assert "Starting vLLM server on" not in quiet.output()
+    loud = fake(tmp_path, "", "--verbose")
+    loud.wait_ready(30)
+    loud.proc.send_signal(signal.SIGINT)
+    loud.finish(30)
+    assert "Starting vLLM server on" in loud.output()
