@@ -6,8 +6,9 @@ Each server is started with `serve launch` (the product path), measured, and sto
 other starts: never both at once (they would share, and fight for, the same CPUs and memory).
 Workload: N prompts at concurrency C, each streaming exactly T tokens (ignore_eos, greedy), so both
 servers generate the same number of tokens; output tokens/s = tokens counted by the server / wall
-time. Each server runs the workload `--rounds` times after a warm-up; the best round counts (this
-machine is shared, so the best round is the one least disturbed by others).
+time. The CPU machines are shared (other people's servers come and go), so a single measurement
+means little: the servers are started in the order A B B A (`--cycles` times), each runs the
+workload `--rounds` times after a warm-up, and the ratio compares medians (best rounds also shown).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,7 +89,7 @@ def start(server: str, profile: str, port: int, tmp: Path) -> tuple[subprocess.P
     return proc, log
 
 
-def measure(server: str, args: argparse.Namespace, tmp: Path) -> float:
+def measure(server: str, args: argparse.Namespace, tmp: Path) -> list[float]:
     proc, _ = start(server, args.profile, args.port, tmp)
     base = f"http://127.0.0.1:{args.port}"
     try:
@@ -102,7 +104,7 @@ def measure(server: str, args: argparse.Namespace, tmp: Path) -> float:
         for _ in range(args.rounds):
             rates.append(asyncio.run(workload(base, send, args.prompts, args.concurrency)))
             print(f"  {server}: {rates[-1]:.1f} output tok/s", flush=True)
-        return max(rates)
+        return rates
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -115,18 +117,32 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--tokens", type=int, default=128, help="output tokens per request")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="workload runs per server start")
+    p.add_argument("--cycles", type=int, default=1, help="repeat the A B B A start order")
     args = p.parse_args()
     print(
         f"profile {args.profile}: {args.prompts} prompts, concurrency {args.concurrency}, "
-        f"{args.tokens} output tokens each (ignore_eos), best of {args.rounds} rounds"
+        f"{args.tokens} output tokens each (ignore_eos), {args.rounds} rounds per start, "
+        f"{args.cycles} x A B B A"
     )
+    rates: dict[str, list[float]] = {"openai": [], "custom": []}
     with tempfile.TemporaryDirectory() as tmp:
-        openai = measure("openai", args, Path(tmp))
-        custom = measure("custom", args, Path(tmp))
-    print(f"vLLM OpenAI /v1/completions (stream): {openai:.1f} output tok/s")
-    print(f"custom /generate-stream:              {custom:.1f} output tok/s")
-    print(f"ratio custom/openai: {custom / openai:.3f} (goal >= 0.95)")
+        for server in ["openai", "custom", "custom", "openai"] * args.cycles:
+            rates[server] += measure(server, args, Path(tmp))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    best = {k: max(v) for k, v in rates.items()}
+    print(
+        f"vLLM OpenAI /v1/completions (stream): median {med['openai']:.1f}, "
+        f"best {best['openai']:.1f} output tok/s"
+    )
+    print(
+        f"custom /generate-stream:              median {med['custom']:.1f}, "
+        f"best {best['custom']:.1f} output tok/s"
+    )
+    print(
+        f"ratio custom/openai: median {med['custom'] / med['openai']:.3f}, "
+        f"best {best['custom'] / best['openai']:.3f} (goal >= 0.95)"
+    )
 
 
 if __name__ == "__main__":
