@@ -180,3 +180,37 @@ def test_bad_dataset_line_is_refused_with_file_and_line(
     path.write_text(line + "\n")
     with pytest.raises(ClientError, match=says):
         workload.load_dataset(path, 8, 1)
+
+
+def test_without_tokenize_route_prompts_are_sized_by_calibration() -> None:
+    """A managed endpoint has no /tokenize: two one-token requests measure tokens per word."""
+    import asyncio
+
+    from aiohttp import web
+
+    from openai_server.clients.loadgen import session_for
+
+    async def chat(request: web.Request) -> web.Response:
+        words = len((await request.json())["messages"][0]["content"].split())
+        return web.json_response(
+            {"usage": {"prompt_tokens": 5 + 2 * words, "completion_tokens": 1}}
+        )
+
+    async def scenario() -> list[workload.Prompt]:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)  # and no /tokenize: 404
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with session_for(2) as session:
+                ep = Endpoint(f"http://127.0.0.1:{port}")
+                return await workload.random_prompts(session, ep, "m", 3, 40, 7, seed=1)
+        finally:
+            await runner.cleanup()
+
+    prompts = asyncio.run(scenario())
+    assert [len(p.text.split()) for p in prompts] == [20, 20, 20]  # 40 tokens at 2 per word
+    assert {p.max_tokens for p in prompts} == {7}
