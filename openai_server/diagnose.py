@@ -229,9 +229,10 @@ def _cuda_oom(log: _Log, ctx: Context) -> Diagnosis | None:
 # ---- a flag this vLLM does not have -------------------------------------------------------------
 _UNRECOGNIZED = re.compile(r"error: unrecognized arguments: (.+)$")
 _AMBIGUOUS = re.compile(r"error: ambiguous option: (--[\w-]+)(?:=\S*)? could match (.+)$")
+_INVALID = re.compile(r"error: argument (--[\w-]+)(?:/\S+)?: (invalid .+)$")
 # Flags users carry across upgrades that vLLM removed (FIELD_NOTES: KServe PR 4883, vllm 18538).
 _REMOVED = {
-    "--disable-log-requests": "requests are not logged by default since; drop it "
+    "--disable-log-requests": "vLLM removed it and no longer logs requests by default "
     "(--enable-log-requests turns logging on)",
 }
 
@@ -248,6 +249,14 @@ def _unrecognized(log: _Log, ctx: Context) -> Diagnosis | None:
         cause = f"vLLM rejected the abbreviated flag {m[1]}: it could match {m[2]}"
         fix = f"spell the flag out in extra_args (one of: {m[2]})"
         return Diagnosis(ExitCode.UNRECOGNIZED_ARGUMENT, cause, fix, log.around(i), {"flags": m[1]})
+    if found := log.find(_INVALID):
+        i, m = found
+        key = flag_to_key(m[1])
+        source = f"profile key {key}" if key in ctx.profile_keys else "extra_args"
+        cause = f"this vLLM rejects the value of {m[1]} (from {source}): {m[2]}"
+        fix = f"change {key if key in ctx.profile_keys else m[1]} to a value this vLLM accepts"
+        values: dict[str, str | int | float] = {"flags": m[1], "keys": key}
+        return Diagnosis(ExitCode.UNRECOGNIZED_ARGUMENT, cause, fix, log.around(i), values)
     if not (found := log.find(_UNRECOGNIZED)):
         return None
     i, m = found
@@ -270,13 +279,16 @@ def _unrecognized(log: _Log, ctx: Context) -> Diagnosis | None:
         fix = f"remove {' '.join(flags)} from extra_args (or from the profile key it came from)"
     if hints:
         fix += "; " + "; ".join(hints)
-    values: dict[str, str | int | float] = {"flags": " ".join(flags), "keys": ", ".join(keys)}
+    values = {"flags": " ".join(flags), "keys": ", ".join(keys)}
     return Diagnosis(ExitCode.UNRECOGNIZED_ARGUMENT, cause, fix, log.around(i), values)
 
 
 # ---- port taken ---------------------------------------------------------------------------------
-_PORT_TAKEN = re.compile(r"\[Errno 98\].*[Aa]ddress already in use|address already in use")
+_PORT_TAKEN = re.compile(
+    r"\[Errno 98\].*[Aa]ddress already in use|address already in use|EADDRINUSE"
+)
 _PORT_ARG = re.compile(r"'port': (\d+)")
+_TORCH_PORT = re.compile(r"\bport: (\d+)\b.*EADDRINUSE")
 _PORT_URL = re.compile(r"Starting vLLM server on https?://[^ ]*:(\d+)")
 
 
@@ -284,6 +296,13 @@ def _port_in_use(log: _Log, ctx: Context) -> Diagnosis | None:
     if not (found := log.find(_PORT_TAKEN)):
         return None
     i, _ = found
+    # torch.distributed's rendezvous port can be the one taken (TCPStore: "port: 29500, ...,
+    # name: EADDRINUSE"): then the API port is not the problem.
+    if (other := _TORCH_PORT.search(log.lines[i])) and int(other[1]) != ctx.port:
+        p = int(other[1])
+        cause = f"port {p} (torch.distributed's rendezvous port, not the API port) is in use"
+        fix = f"stop what holds {p} (ss -ltnp 'sport = :{p}'), or set env VLLM_PORT: a free port"
+        return Diagnosis(ExitCode.PORT_IN_USE, cause, fix, log.around(i), {"port": p})
     port: int | None = ctx.port
     if port is None:
         m = log.first(_PORT_ARG) or log.first(_PORT_URL)

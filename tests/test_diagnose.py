@@ -159,3 +159,22 @@ def test_colour_codes_are_ignored() -> None:
     found = diagnose(["\x1b[31mERROR\x1b[0m OSError: [Errno 98] Address already in use"], port=1)
     assert found is not None and found.exit_code == ExitCode.PORT_IN_USE
     assert "\x1b" not in "".join(found.lines)
+
+
+def test_invalid_value_names_the_profile_key() -> None:
+    line = "api_server.py: error: argument --dtype: invalid choice: 'bf16' (choose from auto, half)"
+    found = diagnose([line])
+    assert found is not None and found.exit_code == ExitCode.UNRECOGNIZED_ARGUMENT
+    assert "(from profile key dtype): invalid choice: 'bf16'" in found.cause
+    assert found.fix.startswith("change dtype to")
+
+
+def test_taken_torch_distributed_port_is_not_blamed_on_the_api_port() -> None:
+    line = (
+        "torch.distributed.DistNetworkError: The server socket has failed to listen on any local "
+        "network address. port: 29500, useIpv6: false, code: -98, name: EADDRINUSE, message: "
+        "address already in use"
+    )
+    found = diagnose([line], port=8000)
+    assert found is not None and found.exit_code == ExitCode.PORT_IN_USE
+    assert "port 29500 (torch.distributed" in found.cause and "VLLM_PORT" in found.fix
