@@ -271,10 +271,7 @@ def _unrecognized(log: _Log, ctx: Context) -> Diagnosis | None:
     hints = [f"{f}: {_REMOVED[f]}" for f in flags if f in _REMOVED]
     if known:
         cause += f" (from profile key {', '.join(known)})"
-        fix = (
-            f"remove {', '.join(known)} from the profile (this vLLM has no such flag; "
-            f"`serve check` lists what it has)"
-        )
+        fix = f"remove {', '.join(known)} from the profile (this vLLM has no such flag)"
     else:
         fix = f"remove {' '.join(flags)} from extra_args (or from the profile key it came from)"
     if hints:
