@@ -277,6 +277,7 @@ def launch_cmd(
     opts = launch.LaunchOptions(
         base_url=base_url_for(prof.host, prof.effective_port),
         model_id=prof.model_id,
+        model=render.model_path(prof),
         api_key=api_key,
         custom_server=prof.server == "custom",
         ready_timeout=ready_timeout,

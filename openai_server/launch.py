@@ -56,6 +56,7 @@ DETERMINISTIC = {
 class LaunchOptions:
     base_url: str
     model_id: str
+    model: str | None = None  # the --model argument (path or hub id), for failure messages
     api_key: str | None = None
     custom_server: bool = False
     ready_timeout: float = 1800.0
@@ -117,7 +118,7 @@ def explain(failure: StartFailed, server: ServerProcess, opts: LaunchOptions) ->
     """Attach the diagnosed cause, fix, exit code and relevant lines to a failure."""
     server.drain_output()
     lines = list(server.tail)
-    found = diagnose(lines, port=httpx.URL(opts.base_url).port, model=opts.model_id)
+    found = diagnose(lines, port=httpx.URL(opts.base_url).port, model=opts.model or opts.model_id)
     if found is None:
         failure.detail = server.last_lines()
         return failure

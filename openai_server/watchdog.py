@@ -80,11 +80,15 @@ class EngineWatch:
             if pid == self.pgid:
                 continue
             try:
-                name = psutil.Process(pid).name()
+                proc = psutil.Process(pid)
+                # the kernel truncates name() to 15 characters ("VLLM::EngineCor"); the title
+                # vLLM sets with setproctitle is whole in the command line
+                cmdline = proc.cmdline()
+                name = cmdline[0] if cmdline else proc.name()
             except psutil.Error:
                 continue
             if name.startswith("VLLM::"):
-                self.engines[pid] = name
+                self.engines[pid] = name.strip()
 
     def dead_engine(self, now: float, every: float = 1.0) -> str | None:
         if now - self._last_check < every:
