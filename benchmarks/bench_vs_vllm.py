@@ -129,8 +129,13 @@ def main() -> int:
             ours: list[float] = []
             theirs: list[float] = []
             for n in range(1, args.rounds + 1):
-                ours.append(serve_bench(url))
-                theirs.append(vllm_bench(url, args.model, tokenizer))
+                # alternate which goes first, so that neither always follows the other
+                if n % 2:
+                    ours.append(serve_bench(url))
+                    theirs.append(vllm_bench(url, args.model, tokenizer))
+                else:
+                    theirs.append(vllm_bench(url, args.model, tokenizer))
+                    ours.append(serve_bench(url))
                 print(f"round {n}: serve bench {ours[-1]:.1f} tok/s, "
                       f"vllm bench serve {theirs[-1]:.1f} tok/s", flush=True)  # fmt: skip
         finally:
