@@ -53,11 +53,8 @@ async def _run(cfg: BenchConfig, levels: list[int] | None, progress: bool) -> li
         target, prompts = await prepare(cfg)
     except aiohttp.ClientError as e:
         raise ClientError(f"bench: preparing the prompts at {cfg.ep.root}: {e}") from None
-    results = []
-    for level in levels or [cfg.max_concurrency]:  # type: ignore[list-item]
-        run_cfg = replace(cfg, max_concurrency=level)
-        results.append(await measure(run_cfg, target, prompts, progress))
-    return results
+    configs = [replace(cfg, max_concurrency=level) for level in levels] if levels else [cfg]
+    return [await measure(c, target, prompts, progress) for c in configs]
 
 
 async def prepare(cfg: BenchConfig) -> tuple[Target, list[Prompt]]:
