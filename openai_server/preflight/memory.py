@@ -1,0 +1,191 @@
+"""How vLLM will size its KV cache, predicted without a GPU. Pure arithmetic: no I/O.
+
+vLLM (V1 engine, 0.2x-0.3x; `Worker.determine_available_memory`) computes
+
+    available_kv = ceil(total x gpu_memory_utilization)
+                   - consumed      (weights + buffers + non-torch growth, from mem_get_info)
+                   - transient     (activation peak of a profiling pass over max_num_batched_tokens
+                                    tokens and a sampler pass over max_num_seqs rows)
+                   - cuda_graphs   (its own estimate, on the V1 model runner; 0 with enforce_eager)
+
+then `num_blocks = available_kv // (block_size x per-token KV bytes)` and reports
+`num_blocks x block_size` tokens ("GPU KV cache size: N tokens"). `total` is torch's view of the
+card, not nvidia-smi's. The overhead terms are modelled from measurements (table below); the rest
+is vLLM's own arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .models import Shape
+
+GiB = 1024**3
+MiB = 1024**2
+BLOCK_SIZE = 16  # vLLM's default KV block size on CUDA
+
+BYTES_PER_ELEMENT = {
+    "half": 2,
+    "float16": 2,
+    "bfloat16": 2,
+    "float": 4,
+    "float32": 4,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+}
+# Bits per weight of the linear layers for each quantization method; embeddings, lm_head and norms
+# stay in the activation dtype. Group-quantized 4-bit formats carry ~0.25 bit of scales/zeros.
+QUANT_BITS = {
+    "awq": 4.25,
+    "awq_marlin": 4.25,
+    "gptq": 4.25,
+    "gptq_marlin": 4.25,
+    "moe_wna16": 4.25,
+    "fp8": 8.0,
+    "modelopt": 8.0,
+    "experts_int8": 8.0,
+    "mxfp4": 4.25,
+    "modelopt_fp4": 4.5,
+}
+
+# ---- overhead model, fitted to vLLM 0.26.0's own DEBUG breakdown ("torch peak memory increase",
+# "non-torch forward increase memory", "Estimated CUDA graph memory") on an H200 (139.80 GiB):
+#   shape        batched seqs  eager  peak  non-torch  graphs  |  KV tokens (vLLM)
+#   phi3-mini    8192   1024   no     0.61  0.23       0.29    |  321,552 (util .90)
+#   phi3-mini    8192   1024   yes    0.55  0.16       -       |  284,528 (util .80)
+#   phi3-mini    2048   128    no     0.22  0.23       0.19    |  246,544 (util .70)
+#   llama3-8b    8192   1024   no     1.10  0.22       -       |  897,280 (util .90)
+#   llama3-8b    16384  1024   no     1.78  0.22       -       |  949,024 (util .95)
+#   qwen2.5-0.5b 8192   1024   no     0.35  0.22       -       |  5,976,320 (util .50)
+# The activation peak is a least-squares fit over batched tokens x (intermediate, hidden): within
+# 0.13 GiB on every row. CUDA graphs: vLLM 0.26 subtracts its graph estimate only on the V1 model
+# runner (Phi-3 here); Llama and Qwen2 run on the "V2 Model Runner", which does not.
+ACT_PER_TOKEN_INTERMEDIATE = 3.267  # x batched tokens x intermediate_size x 2 bytes
+ACT_PER_TOKEN_HIDDEN = 2.314  # x batched tokens x hidden_size x 2 bytes
+ACT_BASE_BYTES = int(0.112 * GiB)
+NON_TORCH_BYTES = int(0.225 * GiB)  # cuBLAS/NCCL/attention workspaces after vLLM's first snapshot
+NON_TORCH_EAGER_BYTES = int(0.16 * GiB)
+GRAPH_FIRST_BASE_BYTES = 16 * MiB  # first capture: 16 MiB + 0.15625 MiB per token of the largest
+GRAPH_FIRST_PER_SIZE_BYTES = int(0.15625 * MiB)
+GRAPH_PER_GRAPH_BYTES = 4 * MiB
+# Architectures that vLLM 0.26 runs on its V2 model runner (logged "Using V2 Model Runner").
+V2_RUNNER_ARCHITECTURES = {"LlamaForCausalLM", "Qwen2ForCausalLM"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The profile values the fit depends on (vLLM defaults already applied)."""
+
+    dtype_bytes: int
+    kv_bytes: int
+    quantization: str | None
+    gpu_memory_utilization: float
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    enforce_eager: bool
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+
+
+@dataclass(frozen=True)
+class Fit:
+    total_bytes: int
+    requested_bytes: int
+    weights_bytes: int
+    non_torch_bytes: int
+    activation_bytes: int
+    cuda_graph_bytes: int
+    kv_bytes_per_token: int
+    available_kv_bytes: int
+    kv_cache_tokens: int
+
+    def max_concurrency(self, tokens_per_sequence: int) -> float:
+        return self.kv_cache_tokens / tokens_per_sequence if tokens_per_sequence else 0.0
+
+
+def weights_bytes(shape: Shape, s: Settings) -> int:
+    """Weight bytes on one GPU (vLLM's "Model loading took X GiB")."""
+    embed_params = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)
+    linear_params = max(0, shape.params - embed_params)
+    bits = QUANT_BITS.get(s.quantization or "", s.dtype_bytes * 8.0)
+    total = linear_params * bits / 8 + embed_params * s.dtype_bytes
+    return int(total / (s.tensor_parallel_size * s.pipeline_parallel_size))
+
+
+def kv_bytes_per_token(shape: Shape, s: Settings) -> int:
+    """Per GPU: 2 (K and V) x layers x KV heads x head_dim x bytes (FIELD_NOTES).
+
+    Tensor parallelism splits the KV heads (replicating them when there are fewer heads than
+    GPUs); pipeline parallelism splits the layers.
+    """
+    kv_heads = max(1, shape.kv_heads // s.tensor_parallel_size)
+    layers = math.ceil(shape.layers / s.pipeline_parallel_size)
+    return 2 * layers * kv_heads * shape.head_dim * s.kv_bytes
+
+
+def activation_bytes(shape: Shape, s: Settings) -> int:
+    """Transient peak of vLLM's profiling pass over max_num_batched_tokens tokens (fitted)."""
+    tokens = s.max_num_batched_tokens
+    inter = shape.intermediate / s.tensor_parallel_size
+    per_token = ACT_PER_TOKEN_INTERMEDIATE * inter + ACT_PER_TOKEN_HIDDEN * shape.hidden
+    return int(ACT_BASE_BYTES + tokens * per_token * 2)
+
+
+def cuda_graph_bytes(shape: Shape, s: Settings) -> int:
+    """vLLM's own CUDA-graph estimate that it takes from the KV budget (0 where it does not)."""
+    if s.enforce_eager or shape.architecture in V2_RUNNER_ARCHITECTURES:
+        return 0
+    sizes = capture_sizes(min(2 * s.max_num_seqs, s.max_num_batched_tokens, 512))
+    if not sizes:
+        return 0
+    first = GRAPH_FIRST_BASE_BYTES + sizes[-1] * GRAPH_FIRST_PER_SIZE_BYTES
+    return first + (len(sizes) - 1) * GRAPH_PER_GRAPH_BYTES
+
+
+def capture_sizes(largest: int) -> list[int]:
+    """vLLM's default CUDA-graph batch sizes: 1, 2, 4, steps of 8 to 256, then 16, up to largest."""
+    sizes = [s for s in (1, 2, 4) if s <= largest]
+    sizes += list(range(8, min(largest, 256) + 1, 8))
+    sizes += list(range(272, largest + 1, 16))
+    return sizes
+
+
+def fit(shape: Shape, s: Settings, total_bytes: int) -> Fit:
+    """vLLM's KV-cache sizing for one GPU of `total_bytes` (torch's view)."""
+    requested = math.ceil(total_bytes * s.gpu_memory_utilization)
+    weights = weights_bytes(shape, s)
+    act = activation_bytes(shape, s)
+    graphs = cuda_graph_bytes(shape, s)
+    per_token = kv_bytes_per_token(shape, s)
+    non_torch = NON_TORCH_EAGER_BYTES if s.enforce_eager else NON_TORCH_BYTES
+    available = requested - weights - non_torch - act - graphs
+    blocks = max(0, available) // (per_token * BLOCK_SIZE)
+    return Fit(
+        total_bytes=total_bytes,
+        requested_bytes=requested,
+        weights_bytes=weights,
+        non_torch_bytes=non_torch,
+        activation_bytes=act,
+        cuda_graph_bytes=graphs,
+        kv_bytes_per_token=per_token,
+        available_kv_bytes=available,
+        kv_cache_tokens=blocks * BLOCK_SIZE,
+    )
+
+
+def largest_max_model_len(f: Fit) -> int:
+    """The largest max_model_len one sequence can have with this KV cache (block-rounded)."""
+    return f.kv_cache_tokens
+
+
+def utilization_for(shape: Shape, s: Settings, total_bytes: int, tokens: int) -> float | None:
+    """The smallest gpu_memory_utilization (2 decimals) giving at least `tokens` KV tokens."""
+    for hundredths in range(10, 99):
+        util = hundredths / 100
+        trial = Settings(**{**s.__dict__, "gpu_memory_utilization": util})
+        if fit(shape, trial, total_bytes).kv_cache_tokens >= tokens:
+            return util
+    return None

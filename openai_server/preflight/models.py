@@ -1,0 +1,274 @@
+"""A model's shape (what sizes weights and KV cache), found without downloading anything.
+
+Sources, in order: a local model directory's config.json; the local Hugging Face cache
+(<HF_HOME>/hub/models--org--name/snapshots/*/config.json); a built-in table of well-known models;
+the built-in tiny model's own constants. The parameter count comes from the table when known (the
+real checkpoints' counts), else it is computed from config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import tiny
+from ..profile import BUILTIN_MODEL_PREFIX
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    max_positions: int
+    params: int
+    source: str  # where the shape came from, shown by `serve check`
+    tied_embeddings: bool = False
+    architecture: str = ""
+
+
+def _shape(
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    intermediate: int,
+    vocab: int,
+    max_positions: int,
+    params_b: float,
+    head_dim: int | None = None,
+    tied: bool = False,
+    arch: str = "",
+) -> Shape:
+    return Shape(
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim or hidden // heads,
+        intermediate,
+        vocab,
+        max_positions,
+        int(params_b * 1e9),
+        "built-in table",
+        tied,
+        arch,
+    )
+
+
+def _phi3_mini(positions: int) -> Shape:
+    return _shape(32, 3072, 32, 32, 8192, 32064, positions, 3.821, arch="Phi3ForCausalLM")
+
+
+def _phi3_small(positions: int) -> Shape:
+    return _shape(32, 4096, 32, 8, 14336, 100352, positions, 7.392, arch="Phi3SmallForCausalLM")
+
+
+def _phi3_medium(positions: int) -> Shape:
+    return _shape(40, 5120, 40, 10, 17920, 32064, positions, 13.96, arch="Phi3ForCausalLM")
+
+
+def _llama_8b(positions: int) -> Shape:
+    return _shape(32, 4096, 32, 8, 14336, 128256, positions, 8.03, arch="LlamaForCausalLM")
+
+
+def _llama_70b(positions: int) -> Shape:
+    return _shape(80, 8192, 64, 8, 28672, 128256, positions, 70.55, arch="LlamaForCausalLM")
+
+
+# Keys are lower-case Hugging Face ids. Counts are the checkpoints' own (safetensors metadata).
+BUILTIN: dict[str, Shape] = {
+    "microsoft/phi-3-mini-4k-instruct": _phi3_mini(4096),
+    "microsoft/phi-3-mini-128k-instruct": _phi3_mini(131072),
+    "microsoft/phi-3.5-mini-instruct": _phi3_mini(131072),
+    "microsoft/phi-3-small-8k-instruct": _phi3_small(8192),
+    "microsoft/phi-3-small-128k-instruct": _phi3_small(131072),
+    "microsoft/phi-3-medium-4k-instruct": _phi3_medium(4096),
+    "microsoft/phi-3-medium-128k-instruct": _phi3_medium(131072),
+    "meta-llama/llama-3.2-1b-instruct": _shape(
+        16,
+        2048,
+        32,
+        8,
+        8192,
+        128256,
+        131072,
+        1.236,
+        head_dim=64,
+        tied=True,
+        arch="LlamaForCausalLM",
+    ),
+    "meta-llama/llama-3.2-3b-instruct": _shape(
+        28,
+        3072,
+        24,
+        8,
+        8192,
+        128256,
+        131072,
+        3.213,
+        head_dim=128,
+        tied=True,
+        arch="LlamaForCausalLM",
+    ),
+    "meta-llama/meta-llama-3-8b-instruct": _llama_8b(8192),
+    "meta-llama/llama-3.1-8b-instruct": _llama_8b(131072),
+    "meta-llama/meta-llama-3-70b-instruct": _llama_70b(8192),
+    "meta-llama/llama-3.1-70b-instruct": _llama_70b(131072),
+    "meta-llama/llama-3.3-70b-instruct": _llama_70b(131072),
+    "mistralai/mistral-7b-instruct-v0.3": _shape(
+        32, 4096, 32, 8, 14336, 32768, 32768, 7.248, arch="MistralForCausalLM"
+    ),
+    "qwen/qwen2.5-0.5b-instruct": _shape(
+        24, 896, 14, 2, 4864, 151936, 32768, 0.494, tied=True, arch="Qwen2ForCausalLM"
+    ),
+    "qwen/qwen2.5-1.5b-instruct": _shape(
+        28, 1536, 12, 2, 8960, 151936, 32768, 1.544, tied=True, arch="Qwen2ForCausalLM"
+    ),
+    "qwen/qwen2.5-3b-instruct": _shape(
+        36, 2048, 16, 2, 11008, 151936, 32768, 3.086, tied=True, arch="Qwen2ForCausalLM"
+    ),
+    "qwen/qwen2.5-7b-instruct": _shape(
+        28, 3584, 28, 4, 18944, 152064, 32768, 7.616, arch="Qwen2ForCausalLM"
+    ),
+    "qwen/qwen2.5-14b-instruct": _shape(
+        48, 5120, 40, 8, 13824, 152064, 32768, 14.77, arch="Qwen2ForCausalLM"
+    ),
+    "qwen/qwen2.5-32b-instruct": _shape(
+        64, 5120, 40, 8, 27648, 152064, 32768, 32.76, arch="Qwen2ForCausalLM"
+    ),
+    "qwen/qwen2.5-72b-instruct": _shape(
+        80, 8192, 64, 8, 29568, 152064, 32768, 72.71, arch="Qwen2ForCausalLM"
+    ),
+    # Gemma 2 alternates sliding-window layers; vLLM still sizes every layer's KV for the full
+    # length in the releases we support, so the plain formula holds.
+    "google/gemma-2-2b-it": _shape(
+        26, 2304, 8, 4, 9216, 256000, 8192, 2.614, head_dim=256, tied=True, arch="Gemma2ForCausalLM"
+    ),
+    "google/gemma-2-9b-it": _shape(
+        42,
+        3584,
+        16,
+        8,
+        14336,
+        256000,
+        8192,
+        9.242,
+        head_dim=256,
+        tied=True,
+        arch="Gemma2ForCausalLM",
+    ),
+    "google/gemma-2-27b-it": _shape(
+        46,
+        4608,
+        32,
+        16,
+        36864,
+        256000,
+        8192,
+        27.23,
+        head_dim=128,
+        tied=True,
+        arch="Gemma2ForCausalLM",
+    ),
+}
+
+
+def _lookup_key(model: str) -> str:
+    key = model.lower()
+    # base (non-instruct) checkpoints have the same shape as their instruct versions
+    if key in BUILTIN:
+        return key
+    for suffix in ("-instruct", "-it"):
+        if key + suffix in BUILTIN:
+            return key + suffix
+    return key
+
+
+def hf_cache_config(model: str, hf_home: Path | None = None) -> Path | None:
+    """config.json of `org/name` in the local Hugging Face cache, if any snapshot has one."""
+    if "/" not in model or model.startswith(("/", ".")):
+        return None
+    if hf_home is None:
+        hub = os.environ.get("HF_HUB_CACHE")
+        base = Path(hub) if hub else _hf_home() / "hub"
+    else:
+        base = hf_home / "hub"
+    snapshots = base / ("models--" + model.replace("/", "--")) / "snapshots"
+    found = sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
+    return found[-1] if found else None
+
+
+def _hf_home() -> Path:
+    if env := os.environ.get("HF_HOME"):
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "huggingface"
+
+
+def from_config(config: dict[str, Any], source: str, params: int | None = None) -> Shape:
+    """Shape from a Hugging Face config.json mapping (text configs of multimodal models too)."""
+    c = config.get("text_config") or config
+    hidden = int(c["hidden_size"])
+    heads = int(c["num_attention_heads"])
+    kv_heads = int(c.get("num_key_value_heads") or heads)
+    head_dim = int(c.get("head_dim") or hidden // heads)
+    layers = int(c["num_hidden_layers"])
+    inter = int(c.get("intermediate_size") or 4 * hidden)
+    vocab = int(c.get("vocab_size") or config.get("vocab_size") or 32000)
+    tied = bool(c.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
+    if params is None:
+        attn = hidden * head_dim * (2 * heads + 2 * kv_heads)
+        mlp = 3 * hidden * inter  # gated MLP (gate, up, down): every family in our table
+        per_layer = attn + mlp + 2 * hidden
+        params = layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
+    return Shape(
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate=inter,
+        vocab=vocab,
+        max_positions=int(c.get("max_position_embeddings") or 2048),
+        params=params,
+        source=source,
+        tied_embeddings=tied,
+        architecture=str((config.get("architectures") or [""])[0]),
+    )
+
+
+def tiny_shape() -> Shape:
+    config = {
+        "hidden_size": tiny.HIDDEN,
+        "num_attention_heads": tiny.HEADS,
+        "num_hidden_layers": tiny.LAYERS,
+        "intermediate_size": tiny.INTERMEDIATE,
+        "vocab_size": tiny.VOCAB_TARGET,
+        "max_position_embeddings": tiny.MAX_POSITIONS,
+        "architectures": ["Phi3ForCausalLM"],
+    }
+    return from_config(config, f"built-in {tiny.NAME}")
+
+
+def find(model: str, *, hf_home: Path | None = None) -> Shape | None:
+    """The shape of `model` (local dir, HF cache, built-in table), or None when unknown."""
+    if model.startswith(BUILTIN_MODEL_PREFIX):
+        return tiny_shape()
+    local = Path(model).expanduser()
+    config_path = local / "config.json" if local.is_dir() else hf_cache_config(model, hf_home)
+    known = BUILTIN.get(_lookup_key(model))
+    if config_path is not None and config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text())
+            return from_config(config, str(config_path), known.params if known else None)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable config falls back to the table
+    return known

