@@ -58,6 +58,8 @@ def main() -> None:
                 "choices": sorted(str(c) for c in action.choices) if action.choices else None,
             }
     dist, version = installed()
+    # Some releases log to stdout while importing (0.30): the JSON is the last line, on its own.
+    sys.stdout.write("\n")
     json.dump({"dist": dist, "version": version, "flags": dict(sorted(flags.items()))}, sys.stdout)
 
 

@@ -190,7 +190,8 @@ def introspect(python: str) -> dict[str, Any]:
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RefusedError(f"cannot learn vLLM's flags with {python}: {last}")
-    data: dict[str, Any] = json.loads(proc.stdout)
+    lines = proc.stdout.strip().splitlines()  # the JSON is the last line (vLLM may log to stdout)
+    data: dict[str, Any] = json.loads(lines[-1] if lines else "null")
     return data
 
 
