@@ -81,3 +81,13 @@ def test_shipped_set_for_the_installed_vllm_equals_introspection():
     introspected = flags.introspect(sys.executable)
     shipped = json.loads((flags.SHIPPED_DIR / f"vllm-{version}.json").read_text())
     assert introspected["flags"] == shipped["flags"]
+
+
+def test_flag_of_another_release_says_which_releases_have_it():
+    [p] = flags.check_argv(["--calculate-kv-scales"], F, extra_args=[])
+    assert "it exists in vLLM 0.26.0" in p.message
+
+
+def test_every_rename_hint_is_for_a_flag_some_shipped_release_lacks():
+    for name in flags.RENAMES:
+        assert any(name not in flags.shipped(v).flags for v in flags.shipped_versions()), name

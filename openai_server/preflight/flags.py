@@ -114,7 +114,7 @@ def check_argv(args: list[str], flagset: FlagSet, *, extra_args: list[str]) -> l
         key = "extra_args" if i - 1 >= extra_start else flag_key(name)
         known = flagset.flags.get(name)
         if known is None:
-            hint = RENAMES.get(name) or _close(name, flagset)
+            hint = RENAMES.get(name) or _elsewhere(name, flagset) or _close(name, flagset)
             what = f"{name} is not a flag of {flagset.label}"
             problems.append(FlagProblem(name, key, f"{what}; {hint}" if hint else what))
             continue
@@ -130,6 +130,13 @@ def check_argv(args: list[str], flagset: FlagSet, *, extra_args: list[str]) -> l
                 )
             )
     return problems
+
+
+def _elsewhere(name: str, flagset: FlagSet) -> str:
+    """'only in vLLM 0.26.0' when other shipped releases know the flag (failure path only)."""
+    others = [v for v in shipped_versions() if v != flagset.version]
+    having = [v for v in others if name in (shipped(v) or flagset).flags]
+    return f"it exists in vLLM {', '.join(having)}" if having else ""
 
 
 def _close(name: str, flagset: FlagSet) -> str:
