@@ -8,6 +8,7 @@ with Poisson arrivals and a concurrency cap, timed from the first dispatch to th
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -49,27 +50,28 @@ def run(
 
 
 async def _run(cfg: BenchConfig, levels: list[int] | None, progress: bool) -> list[dict[str, Any]]:
-    try:
-        target, prompts = await prepare(cfg)
-    except aiohttp.ClientError as e:
-        raise ClientError(f"bench: preparing the prompts at {cfg.ep.root}: {e}") from None
     configs = [replace(cfg, max_concurrency=level) for level in levels] if levels else [cfg]
-    return [await measure(c, target, prompts, progress) for c in configs]
+    # the semaphore in run_load caps the requests in flight; the pool just keeps them alive
+    async with session_for() as session:
+        try:
+            target, prompts = await prepare(cfg, session)
+        except aiohttp.ClientError as e:
+            raise ClientError(f"bench: preparing the prompts at {cfg.ep.root}: {e}") from None
+        return [await measure(c, session, target, prompts, progress) for c in configs]
 
 
-async def prepare(cfg: BenchConfig) -> tuple[Target, list[Prompt]]:
+async def prepare(cfg: BenchConfig, session: aiohttp.ClientSession) -> tuple[Target, list[Prompt]]:
     """Resolve the model, build the prompts, and send the untimed test request."""
     model = pick_model(cfg.ep, cfg.model)
     target = Target(cfg.ep, model, cfg.endpoint, cfg.ignore_eos)
-    async with session_for(8) as client:
-        if cfg.dataset is not None:
-            prompts = workload.load_dataset(cfg.dataset, cfg.random_output_len, cfg.num_prompts)
-        else:
-            prompts = await workload.random_prompts(
-                client, cfg.ep, model, cfg.num_prompts, cfg.random_input_len,
-                cfg.random_output_len, cfg.seed,
-            )  # fmt: skip
-        test = await send(client, target, prompts[0])
+    if cfg.dataset is not None:
+        prompts = workload.load_dataset(cfg.dataset, cfg.random_output_len, cfg.num_prompts)
+    else:
+        prompts = await workload.random_prompts(
+            session, cfg.ep, model, cfg.num_prompts, cfg.random_input_len,
+            cfg.random_output_len, cfg.seed,
+        )  # fmt: skip
+    test = await send(session, target, prompts[0])
     if not test.success:
         raise ClientError(f"bench: the test request to {target.url} failed: {test.error}")
     return target, prompts
@@ -91,14 +93,25 @@ def pick_model(ep: Endpoint, model: str | None) -> str:
 
 
 async def measure(
-    cfg: BenchConfig, target: Target, prompts: list[Prompt], progress: bool
+    cfg: BenchConfig,
+    session: aiohttp.ClientSession,
+    target: Target,
+    prompts: list[Prompt],
+    progress: bool,
 ) -> dict[str, Any]:
     """One timed run: every figure of `metrics.calculate` plus the run's settings."""
     offsets = workload.arrival_offsets(len(prompts), cfg.request_rate, cfg.seed)
-    with _progress_bar(len(prompts), cfg.max_concurrency, progress) as advance:
-        outcomes, duration = await run_load(
-            target, prompts, offsets, cfg.max_concurrency, on_done=advance
-        )
+    # What exists now lives through the run: keep the collector off it, so that no GC pause
+    # lands between two chunks (vLLM's benchmark freezes its heap the same way).
+    gc.collect()
+    gc.freeze()
+    try:
+        with _progress_bar(len(prompts), cfg.max_concurrency, progress) as advance:
+            outcomes, duration = await run_load(
+                session, target, prompts, offsets, cfg.max_concurrency, on_done=advance
+            )
+    finally:
+        gc.unfreeze()
     result = metrics.calculate(outcomes, duration, cfg.slo)
     if result["completed"] == 0:
         first = next((o.error for o in outcomes if o.error), "no error recorded")

@@ -118,6 +118,7 @@ def _take(event: bytes, out: RequestOutcome, now: float, start: float, last: flo
 
 
 async def run_load(
+    session: aiohttp.ClientSession,
     target: Target,
     prompts: Sequence[Prompt],
     offsets: Sequence[float],
@@ -128,29 +129,31 @@ async def run_load(
     gate: AbstractAsyncContextManager[Any] = (
         asyncio.Semaphore(max_concurrency) if max_concurrency else nullcontext()
     )
-    async with session_for(max_concurrency) as session:
 
-        async def gated(prompt: Prompt) -> RequestOutcome:
-            async with gate:
-                outcome = await send(session, target, prompt)
-            on_done(outcome)
-            return outcome
+    async def gated(prompt: Prompt) -> RequestOutcome:
+        async with gate:
+            outcome = await send(session, target, prompt)
+        on_done(outcome)
+        return outcome
 
-        start = time.perf_counter()
-        tasks = []
-        for prompt, offset in zip(prompts, offsets, strict=True):
-            delay = start + offset - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(gated(prompt)))
-        outcomes = await asyncio.gather(*tasks)
-        return list(outcomes), time.perf_counter() - start
+    start = time.perf_counter()
+    tasks = []
+    for prompt, offset in zip(prompts, offsets, strict=True):
+        delay = start + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(gated(prompt)))
+    outcomes = await asyncio.gather(*tasks)
+    return list(outcomes), time.perf_counter() - start
 
 
-def session_for(max_concurrency: int | None) -> aiohttp.ClientSession:
-    """Keep-alive connections, as many as requests may be in flight; no overall time limit."""
+def session_for(limit: int | None = None) -> aiohttp.ClientSession:
+    """Keep-alive connections (at most `limit`, None: no cap), with no overall time limit.
+
+    One session serves the test request and the timed runs, as in vLLM's benchmark: its
+    connections and resolved address are warm when the clock starts."""
     connector = aiohttp.TCPConnector(
-        limit=max_concurrency or 0, limit_per_host=max_concurrency or 0, keepalive_timeout=60
+        limit=limit or 0, limit_per_host=limit or 0, keepalive_timeout=60
     )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     # trust_env: HTTP(S)_PROXY and .netrc apply, as for vLLM's benchmark
