@@ -166,7 +166,7 @@ def installed_version(python: str) -> tuple[str, str] | None:
         return None
     try:
         out = subprocess.run(
-            [python, "-c", _QUERY_VERSION], capture_output=True, text=True, timeout=30
+            [python, "-c", _QUERY_VERSION], capture_output=True, text=True, timeout=15
         ).stdout.split()
     except (OSError, subprocess.TimeoutExpired):
         return None
