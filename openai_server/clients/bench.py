@@ -57,7 +57,14 @@ async def _run(cfg: BenchConfig, levels: list[int] | None, progress: bool) -> li
             target, prompts = await prepare(cfg, session)
         except aiohttp.ClientError as e:
             raise ClientError(f"bench: preparing the prompts at {cfg.ep.root}: {e}") from None
-        return [await measure(c, session, target, prompts, progress) for c in configs]
+        # What exists now lives through the runs: keep the collector off it, so that fewer GC
+        # pauses land between two chunks (vLLM's benchmark freezes its heap the same way, once).
+        gc.collect()
+        gc.freeze()
+        try:
+            return [await measure(c, session, target, prompts, progress) for c in configs]
+        finally:
+            gc.unfreeze()
 
 
 async def prepare(cfg: BenchConfig, session: aiohttp.ClientSession) -> tuple[Target, list[Prompt]]:
@@ -101,17 +108,10 @@ async def measure(
 ) -> dict[str, Any]:
     """One timed run: every figure of `metrics.calculate` plus the run's settings."""
     offsets = workload.arrival_offsets(len(prompts), cfg.request_rate, cfg.seed)
-    # What exists now lives through the run: keep the collector off it, so that no GC pause
-    # lands between two chunks (vLLM's benchmark freezes its heap the same way).
-    gc.collect()
-    gc.freeze()
-    try:
-        with _progress_bar(len(prompts), cfg.max_concurrency, progress) as advance:
-            outcomes, duration = await run_load(
-                session, target, prompts, offsets, cfg.max_concurrency, on_done=advance
-            )
-    finally:
-        gc.unfreeze()
+    with _progress_bar(len(prompts), cfg.max_concurrency, progress) as advance:
+        outcomes, duration = await run_load(
+            session, target, prompts, offsets, cfg.max_concurrency, on_done=advance
+        )
     result = metrics.calculate(outcomes, duration, cfg.slo)
     if result["completed"] == 0:
         first = next((o.error for o in outcomes if o.error), "no error recorded")
