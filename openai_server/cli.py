@@ -75,7 +75,14 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+AUTO = "auto"
+
+
 def _resolve(profile: str, sets: list[str] | None) -> loader.Resolved:
+    if profile == AUTO:
+        # NIM-style: the best built-in profile for the GPUs NVML sees (tiny-cpu without GPUs)
+        profile = preflight_commands.choose_auto_profile()
+        err(f"--profile auto: chose {profile!r} (see `serve profiles --for-this-host`)")
     return loader.load(profile, sets=sets or [])
 
 
@@ -141,8 +148,26 @@ def validate_cmd(
 
 @app.command("profiles")
 @handles_errors
-def profiles_cmd() -> None:
-    """List the built-in profiles."""
+def profiles_cmd(
+    for_this_host: Annotated[
+        bool,
+        typer.Option(
+            "--for-this-host", help="runnable / runnable with less context / incompatible, and why"
+        ),
+    ] = False,
+    gpu: Annotated[
+        str | None, typer.Option(help="with --for-this-host: plan for NAME[:COUNT] instead")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="with --for-this-host: as JSON")] = False,
+) -> None:
+    """List the built-in profiles (or judge each against this host's GPUs)."""
+    if for_this_host or gpu:
+        fits = preflight_commands.profiles_for_host(gpu)
+        if as_json:
+            print(json.dumps([f.as_json() for f in fits], indent=2))
+        for f in [] if as_json else fits:
+            print(f"{f.name:<14} {f.verdict:<28} {f.why}")
+        return
     for name in loader.builtin_names():
         resolved = loader.load(name, environ={})
         print(f"{name:<14} {resolved.profile.description}")

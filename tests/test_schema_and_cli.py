@@ -82,3 +82,17 @@ def test_readme_exit_code_table_matches_exit_codes() -> None:
     readme = (ROOT / "README.md").read_text()
     for code in ExitCode:
         assert re.search(rf"^\| {int(code)} \| `{code.name}` \|", readme, re.M), code.name
+
+
+def test_profiles_for_a_planned_gpu_are_judged() -> None:
+    result = runner.invoke(app, ["profiles", "--for-this-host", "--gpu", "T4"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^phi3-t4\s+runnable\s", result.stdout, re.M)
+    assert re.search(r"^h100-tp2\s+incompatible\s", result.stdout, re.M)
+
+
+def test_auto_profile_on_a_host_without_gpus_is_tiny_cpu() -> None:
+    result = runner.invoke(app, ["render", "-p", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "chose 'tiny-cpu'" in result.stderr
+    assert "--served-model-name tiny-phi3" in result.stdout
