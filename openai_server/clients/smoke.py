@@ -41,7 +41,9 @@ class SmokeResult:
     prompt_tokens: int
     finish_reason: str
     ttft_ms: float
-    tokens_per_s: float  # decode rate: tokens after the first / time after the first
+    # tokens / (request sent -> last token): the rate a user sees. Not the decode rate after the
+    # first token: on a busy host a short answer can arrive in one burst, and that rate explodes.
+    tokens_per_s: float
     total_s: float
 
     def line(self) -> str:
@@ -128,7 +130,6 @@ def _stream_chat(client: openai.OpenAI, ep: Endpoint, model: str, timeout: float
             "no usage", f"{model} sent no usage chunk although stream_options.include_usage"
         )
     tokens = usage.completion_tokens
-    decode_s = last - first
     return SmokeResult(
         url=ep.root,
         model=model,
@@ -137,7 +138,7 @@ def _stream_chat(client: openai.OpenAI, ep: Endpoint, model: str, timeout: float
         prompt_tokens=usage.prompt_tokens,
         finish_reason=finish,
         ttft_ms=(first - start) * 1000,
-        tokens_per_s=(tokens - 1) / decode_s if decode_s > 0 and tokens > 1 else 0.0,
+        tokens_per_s=tokens / (last - start),
         total_s=last - start,
     )
 
