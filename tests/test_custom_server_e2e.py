@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +116,27 @@ def test_concurrent_requests_are_batched_by_the_engine(server: Launched) -> None
     assert steps < 0.6 * n * tokens, f"{steps} engine steps for {n}x{tokens} tokens: serialized"
 
 
-def generated_after_hanging_up(base: str, max_tokens: int) -> float:
-    """Read three events of a long generation, hang up, wait for the engine to settle; the
-    tokens the engine generated meanwhile (vLLM's own counter)."""
-    before = metric(base, "vllm:generation_tokens_total")
-    body = {"prompt": "Go on forever", "max_tokens": max_tokens, **FIXED}
+def hang_up_on_stream(base: str, body: dict[str, Any]) -> None:
     with httpx.stream("POST", base + "/generate-stream", json=body, timeout=60) as r:
         seen = 0
         for line in r.iter_lines():
             seen += line.startswith("data:")
             if seen == 3:
                 break
+
+
+def hang_up_on_generate(base: str, body: dict[str, Any]) -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(base + "/generate", json=body, timeout=httpx.Timeout(10, read=0.3))
+
+
+def generated_after_hanging_up(
+    base: str, max_tokens: int, hang_up: Callable[[str, dict[str, Any]], None]
+) -> float:
+    """Start a long generation, hang up, wait for the engine to settle; the tokens the engine
+    generated meanwhile (vLLM's own counter)."""
+    before = metric(base, "vllm:generation_tokens_total")
+    hang_up(base, {"prompt": "Go on forever", "max_tokens": max_tokens, **FIXED})
     deadline = time.monotonic() + 30
     while metric(base, "vllm:num_requests_running") != 0:
         assert time.monotonic() < deadline, "the request still runs 30 s after the client left"
@@ -137,20 +147,25 @@ def generated_after_hanging_up(base: str, max_tokens: int) -> float:
     return settled - before
 
 
-def test_client_disconnect_aborts_the_request_in_the_engine(server: Launched) -> None:
-    """A client that hangs up after three events of a 2000-token generation: vLLM's running
-    gauge returns to 0 and its token counter stops short of 2000; our server logs the abort.
+@pytest.mark.parametrize("hang_up", [hang_up_on_stream, hang_up_on_generate])
+def test_client_disconnect_aborts_the_request_in_the_engine(
+    server: Launched, hang_up: Callable[[str, dict[str, Any]], None]
+) -> None:
+    """A client that hangs up during a 2000-token generation (after three events of the stream;
+    0.3 s into a /generate): vLLM's running gauge returns to 0 and its token counter stops short
+    of 2000; our server logs the abort.
     Without the abort every attempt would generate all 2000 tokens. With it, an attempt can
     still lose the race on this shared machine (the client not scheduled while the tiny model
     finishes), so one of three attempts must show the early stop."""
     max_tokens = 2000
+    aborts_before = server_output(server).count("aborted request")
     counts = []
     for _ in range(3):
-        counts.append(generated_after_hanging_up(server.base_url, max_tokens))
+        counts.append(generated_after_hanging_up(server.base_url, max_tokens, hang_up))
         if counts[-1] < max_tokens:
             break
     assert min(counts) < max_tokens, f"tokens generated per attempt: {counts}"
-    assert "aborted request" in server_output(server)
+    assert server_output(server).count("aborted request") > aborts_before
 
 
 @pytest.mark.parametrize(

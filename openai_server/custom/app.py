@@ -13,6 +13,7 @@ The server binds its port only once the engine is built, so a connection means a
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import time
@@ -38,6 +39,7 @@ from .schemas import (
     Ready,
 )
 
+DISCONNECT_POLL_S = 0.25
 NextHandler = Callable[[Request], Awaitable[Response]]
 # Paths that need the API key when one is set; health and metrics stay open, as in vLLM.
 GUARDED = ("/v1/", "/generate")
@@ -169,8 +171,8 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         )
 
     @app.post("/generate", responses=ERRORS)
-    async def generate(req: GenerateRequest) -> GenerateResponse:
-        """The whole completion in one answer."""
+    async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:
+        """The whole completion in one answer. A client that hangs up first aborts it."""
         prepared = await prepare(req)
         if isinstance(prepared, JSONResponse):
             raise _Early(prepared)
@@ -179,15 +181,28 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
             raise _Early(started)
         first, rest = started
         texts, n, reason = [first.text], first.n_tokens, first.finish_reason
-        try:
+
+        async def collect() -> None:
+            nonlocal n, reason
             async for d in rest:
                 texts.append(d.text)
                 n += d.n_tokens
                 reason = d.finish_reason or reason
+
+        # Nothing is written until the end, so nobody would notice a client that left: ask.
+        collecting = asyncio.ensure_future(collect())
+        try:
+            while not (await asyncio.wait({collecting}, timeout=DISCONNECT_POLL_S))[0]:
+                if await request.is_disconnected():
+                    collecting.cancel()  # engine.stream aborts the request in the engine
+                    raise _Early(error(499, "client closed the request"))
+            collecting.result()
         except RequestRejected as e:
             raise _Early(error(400, str(e))) from e
         except EngineDead as e:
             raise _Early(error(503, f"the engine is dead: {e}")) from e
+        finally:
+            collecting.cancel()  # a no-op once done; else this handler itself was cancelled
         return GenerateResponse(
             text="".join(texts),
             finish_reason=reason,  # type: ignore[arg-type]
