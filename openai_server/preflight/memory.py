@@ -59,12 +59,20 @@ QUANT_BITS = {
 #   llama3-8b    8192   1024   no     1.10  0.22       -       |  897,280 (util .90)
 #   llama3-8b    16384  1024   no     1.78  0.22       -       |  949,024 (util .95)
 #   qwen2.5-0.5b 8192   1024   no     0.35  0.22       -       |  5,976,320 (util .50)
-# The activation peak is a least-squares fit over batched tokens x (intermediate, hidden): within
-# 0.13 GiB on every row. CUDA graphs: vLLM 0.26 subtracts its graph estimate only on the V1 model
-# runner (Phi-3 here); Llama and Qwen2 run on the "V2 Model Runner", which does not.
+# and, predicted before being run (then used for the LM-head floor below):
+#   phi3-mini    4096   256    no     0.35  0.23       0.29    |  303,168 (util .85; predicted
+#                                                                 302,624, -0.18%)
+#   llama3-8b    4096   64     no     1.04  0.22       -       |  874,896 (util .88; predicted
+#                                                                 879,008, +0.47%)
+# The activation peak is a least-squares fit over batched tokens x (intermediate, hidden), with a
+# floor of one LM-head-sized transient (Llama-3-8B peaks at 1.04 GiB with 4096 batched tokens: its
+# LM head is 0.98 GiB): within 0.13 GiB on every row. CUDA graphs: vLLM 0.26 subtracts its graph
+# estimate only on the V1 model runner (Phi-3 here); Llama and Qwen2 run on the "V2 Model Runner",
+# which does not.
 ACT_PER_TOKEN_INTERMEDIATE = 3.267  # x batched tokens x intermediate_size x 2 bytes
 ACT_PER_TOKEN_HIDDEN = 2.314  # x batched tokens x hidden_size x 2 bytes
 ACT_BASE_BYTES = int(0.112 * GiB)
+LM_HEAD_EXTRA_BYTES = int(0.06 * GiB)
 NON_TORCH_BYTES = int(0.225 * GiB)  # cuBLAS/NCCL/attention workspaces after vLLM's first snapshot
 NON_TORCH_EAGER_BYTES = int(0.16 * GiB)
 GRAPH_FIRST_BASE_BYTES = 16 * MiB  # first capture: 16 MiB + 0.15625 MiB per token of the largest
@@ -131,7 +139,8 @@ def activation_bytes(shape: Shape, s: Settings) -> int:
     tokens = s.max_num_batched_tokens
     inter = shape.intermediate / s.tensor_parallel_size
     per_token = ACT_PER_TOKEN_INTERMEDIATE * inter + ACT_PER_TOKEN_HIDDEN * shape.hidden
-    return int(ACT_BASE_BYTES + tokens * per_token * 2)
+    lm_head = shape.vocab * shape.hidden * s.dtype_bytes / s.tensor_parallel_size
+    return int(max(ACT_BASE_BYTES + tokens * per_token * 2, lm_head + LM_HEAD_EXTRA_BYTES))
 
 
 def cuda_graph_bytes(shape: Shape, s: Settings) -> int:
