@@ -214,6 +214,8 @@ def for_installed(python: str) -> FlagSet | None:
     ship = shipped(version)
     if ship is not None and (ship.dist, ship.version) == (dist, version):
         return FlagSet(ship.dist, ship.version, ship.flags, "installed (shipped set)")
+    # minutes on a busy machine: say why nothing happens (once per vLLM version)
+    print(f"serve: learning the flags of {dist} {version} (once per version)", file=sys.stderr)
     data = introspect(python)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
