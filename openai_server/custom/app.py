@@ -5,7 +5,8 @@ Contract (also in /openapi.json):
   the text generated since the previous event (the delta, never the cumulative text), then one final
   `data: {"finish_reason": ..., "prompt_tokens": N, "completion_tokens": M}`, then `data: [DONE]`.
   An error after the stream began arrives as `data: {"error": "..."}` before `[DONE]`.
-- POST /generate: the same request, answered in one JSON body.
+- POST /generate: the same request, answered in one JSON body (a client that hangs up first
+  aborts it in the engine, as a disconnect mid-stream does).
 - GET /v1/models (OpenAI list shape; the launcher's readiness probe), /health, /ready, /metrics.
 Bad input is always 4xx with one readable line (422 schema, 400 too long for the model), never 5xx.
 The server binds its port only once the engine is built, so a connection means a ready engine.
