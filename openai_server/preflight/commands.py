@@ -52,7 +52,7 @@ def check_cmd(
 ) -> None:
     """Check a profile before launch: vLLM flags, GPU, memory fit (exit 0 ok, 4 refused)."""
     if list_profiles:
-        _print_host_fits(profiles_for_host(gpu, vllm_version=vllm_version), as_json)
+        print_host_fits(profiles_for_host(gpu, vllm_version=vllm_version), as_json)
         return
     if profile is None:
         raise ProfileError("--profile is required (or --list-profiles)")
@@ -199,7 +199,7 @@ def _print_report(report: Report) -> None:
         )
 
 
-def _print_host_fits(fits: list[HostFit], as_json: bool) -> None:
+def print_host_fits(fits: list[HostFit], as_json: bool) -> None:
     if as_json:
         print(json.dumps([f.as_json() for f in fits], indent=2))
         return
