@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import Spawned, assert_nothing_left
 
 TIMINGS: list[tuple[str, float, int]] = []
 OUT = Path(__file__).resolve().parents[2] / "benchmarks" / "out" / "fault-detection.json"
@@ -24,3 +27,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps([dict(zip(("fault", "seconds", "exit_code"), t, strict=True))
                                for t in TIMINGS], indent=2))  # fmt: skip
+
+
+def expect_fault(
+    spawned: Spawned, fault: str, code: int, cause: str, *, timeout: float = 60, port: bool = True
+) -> str:
+    """Wait for the launcher to end; record the time; assert its exit code, its one error line
+    (containing `cause`), and that nothing of the server group (nor its port) is left."""
+    t0 = time.monotonic()
+    got = spawned.finish(timeout)
+    record(fault, time.monotonic() - t0, got)
+    out = spawned.output()
+    assert got == code, out[-3000:]
+    errors = spawned.error_lines()
+    assert len(errors) == 1 and cause in errors[0], out[-3000:]
+    assert_nothing_left(out, spawned.port if port else None)
+    return errors[0]

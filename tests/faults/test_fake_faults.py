@@ -4,6 +4,7 @@ naming the cause, no process of the server group left, and the port free."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from openai_server.errors import ExitCode
 from tests.conftest import Spawned, assert_nothing_left, spawn
-from tests.faults.conftest import record
+from tests.faults.conftest import expect_fault
 
 FAKE = "tests/faults/fake.yaml"
 
@@ -20,58 +21,38 @@ def fake(tmp: Path, switches: str, *args: str) -> Spawned:
     return spawn(tmp, "--no-check", *args, profile=FAKE, env={"FAKE_VLLM": switches})
 
 
-def error_line(out: str) -> str:
-    errors = [ln for ln in out.splitlines() if ln.startswith("serve: error:")]
-    assert len(errors) == 1, out
-    return errors[0]
+def interrupt(s: Spawned) -> None:
+    s.proc.send_signal(signal.SIGINT)
+    assert s.finish(60) == ExitCode.INTERRUPTED
+    assert_nothing_left(s.output(), s.port)
 
 
 def test_crash_before_ready_exits_at_once_with_its_last_lines(tmp_path: Path) -> None:
     s = fake(tmp_path, "--ready-after 30 --exit-before-ready 3")
-    t0 = time.monotonic()
-    code = s.finish(60)
-    record("crash before ready (fake, exit 3)", time.monotonic() - t0, code)
-    out = s.output()
-    assert code == ExitCode.START_FAILED, out
-    assert "exited with code 3 before it was ready" in error_line(out)
-    assert_nothing_left(out, s.port)
+    expect_fault(s, "crash before ready (fake, exit 3)", ExitCode.START_FAILED,
+                 "exited with code 3 before it was ready")  # fmt: skip
 
 
 def test_engine_exiting_0_after_ready_is_a_failure(tmp_path: Path) -> None:
     s = fake(tmp_path, "--exit-after-ready 1:0")
     s.wait_ready(30)
-    t0 = time.monotonic()
-    code = s.finish(60)
-    record("server exits 0 after ready (fake)", time.monotonic() - t0 + 1, code)
-    out = s.output()
-    assert code == ExitCode.DIED_AFTER_READY, out
-    assert "exited with code 0 after it was ready" in error_line(out)
-    assert_nothing_left(out, s.port)
+    expect_fault(s, "server exits 0 1 s after ready (fake)", ExitCode.DIED_AFTER_READY,
+                 "exited with code 0 after it was ready")  # fmt: skip
 
 
 def test_health_503_after_ready_is_engine_death(tmp_path: Path) -> None:
     s = fake(tmp_path, "--health-503-after 1", "--health-interval", "0.5")
     s.wait_ready(30)
-    t0 = time.monotonic()
-    code = s.finish(60)
-    record("/health 503 after ready (fake)", time.monotonic() - t0, code)
-    out = s.output()
-    assert code == ExitCode.DIED_AFTER_READY, out
-    assert "503" in error_line(out)
-    assert_nothing_left(out, s.port)
+    expect_fault(s, "/health 503 1 s after ready (fake, checked every 0.5 s)",
+                 ExitCode.DIED_AFTER_READY, "503")  # fmt: skip
 
 
 def test_hang_with_health_200_is_caught_by_the_deep_probe(tmp_path: Path) -> None:
     s = fake(tmp_path, "--hang-after-ready 1",
              "--deep-probe-interval", "1", "--deep-probe-timeout", "2")  # fmt: skip
     s.wait_ready(30)
-    t0 = time.monotonic()
-    code = s.finish(60)
-    record("engine hang, /health 200 (fake, deep probe 1 s / 2 s)", time.monotonic() - t0, code)
-    out = s.output()
-    assert code == ExitCode.ENGINE_HUNG, out
-    assert "engine hung" in error_line(out)
-    assert_nothing_left(out, s.port)
+    expect_fault(s, "engine hang 1 s after ready, /health 200 (deep probe 1 s / 2 s)",
+                 ExitCode.ENGINE_HUNG, "engine hung")  # fmt: skip
 
 
 def test_child_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: Path) -> None:
@@ -79,29 +60,17 @@ def test_child_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: Path)
     s.wait_ready(30)
     t0 = time.monotonic()
     s.proc.send_signal(signal.SIGTERM)
-    code = s.finish(60)
-    took = time.monotonic() - t0
-    record("child ignores SIGTERM (fake, grace 2 s)", took, code)
-    out = s.output()
-    assert code == ExitCode.TERMINATED, out
-    assert 2 <= took < 10, out
-    assert_nothing_left(out, s.port)
+    expect_fault(s, "child ignores SIGTERM (fake, grace 2 s)", ExitCode.TERMINATED,
+                 "stopped by SIGTERM")  # fmt: skip
+    assert 2 <= time.monotonic() - t0 < 10
 
 
 def test_restart_loop_gives_up_at_its_limit(tmp_path: Path) -> None:
     s = fake(tmp_path, "--exit-before-ready 1", "--set", "restart=on-failure",
              "--restart-limit", "2")  # fmt: skip
-    t0 = time.monotonic()
-    code = s.finish(120)
-    record(
-        "restart loop hits its limit (2 restarts, backoff 1 s, 2 s)", time.monotonic() - t0, code
-    )
-    out = s.output()
-    assert code == ExitCode.START_FAILED, out
-    assert len(re.findall(r"restarting in (\d+) s", out)) == 2, out
-    assert re.findall(r"restarting in (\d+) s", out) == ["1", "2"], out
-    assert "gave up after 2 restarts" in error_line(out)
-    assert_nothing_left(out, s.port)
+    expect_fault(s, "restart loop hits its limit (2 restarts, backoff 1 s, 2 s)",
+                 ExitCode.START_FAILED, "gave up after 2 restarts", timeout=120)  # fmt: skip
+    assert re.findall(r"restarting in (\d+) s", s.output()) == ["1", "2"]
 
 
 def test_restart_recovers_after_a_death(tmp_path: Path) -> None:
@@ -110,61 +79,40 @@ def test_restart_recovers_after_a_death(tmp_path: Path) -> None:
     s.wait_for("restarting in 1 s", 30)
     s.wait_for("restarting in 2 s", 30)
     assert s.output().count("ready: http") >= 2
-    s.proc.send_signal(signal.SIGINT)
-    code = s.finish(60)
-    assert code == ExitCode.INTERRUPTED
-    assert_nothing_left(s.output(), s.port)
+    interrupt(s)
 
 
 def test_silent_idle_start_is_declared_hung(tmp_path: Path) -> None:
     s = fake(tmp_path, "--silent-idle", "--stall-timeout", "4")
-    t0 = time.monotonic()
-    code = s.finish(60)
-    record("start-up hung: silent and idle (stall timeout 4 s)", time.monotonic() - t0, code)
-    out = s.output()
-    assert code == ExitCode.STARTUP_HUNG, out
-    assert "start-up hung" in error_line(out)
-    assert_nothing_left(out, s.port)
+    expect_fault(s, "start-up hung: silent and idle (stall timeout 4 s)",
+                 ExitCode.STARTUP_HUNG, "start-up hung")  # fmt: skip
 
 
 def test_silent_but_busy_start_is_not_killed(tmp_path: Path) -> None:
     # like a cold H100 start compiling kernels with no log line for 124 s (FIELD_NOTES)
     s = fake(tmp_path, "--silent-busy 8", "--stall-timeout", "4")
     s.wait_ready(60)
-    s.proc.send_signal(signal.SIGINT)
-    assert s.finish(60) == ExitCode.INTERRUPTED
-    assert_nothing_left(s.output(), s.port)
+    interrupt(s)
 
 
 def test_ready_timeout_kills_the_group(tmp_path: Path) -> None:
     s = fake(tmp_path, "--ready-after 60 --spawn-engine", "--ready-timeout", "3")
-    code = s.finish(60)
-    record("ready timeout (3 s)", 3.0, code)
-    out = s.output()
-    assert code == ExitCode.READY_TIMEOUT, out
-    assert_nothing_left(out, s.port)
+    expect_fault(s, "ready timeout (3 s, measured from launch)", ExitCode.READY_TIMEOUT,
+                 "not ready after 3 s")  # fmt: skip
 
 
 def test_corrupt_profile_starts_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: m\nmax_num_seqs: [1\n")
     s = spawn(tmp_path, profile=str(bad))
-    t0 = time.monotonic()
-    code = s.finish(30)
-    record("corrupt profile", time.monotonic() - t0, code)
-    out = s.output()
-    assert code == ExitCode.PROFILE, out
-    assert "bad.yaml:3" in error_line(out)
-    assert "started the server" not in out
+    expect_fault(s, "corrupt profile", ExitCode.PROFILE, "bad.yaml:3", timeout=30)
+    assert "started the server" not in s.output()
 
 
 def test_json_log_format_emits_structured_phase_events(tmp_path: Path) -> None:
-    import json
-
     s = fake(tmp_path, "", "--log-format", "json")
     s.wait_ready(30)
-    s.proc.send_signal(signal.SIGINT)
-    assert s.finish(30) == ExitCode.INTERRUPTED
+    interrupt(s)
     events = [json.loads(ln) for ln in s.output().splitlines() if ln.startswith("{")]
     kinds = [e["event"] for e in events]
     assert kinds[:2] == ["command", "started"]
@@ -180,11 +128,9 @@ def test_json_log_format_emits_structured_phase_events(tmp_path: Path) -> None:
 def test_raw_output_only_with_verbose(tmp_path: Path) -> None:
     quiet = fake(tmp_path, "")
     quiet.wait_ready(30)
-    quiet.proc.send_signal(signal.SIGINT)
-    quiet.finish(30)
+    interrupt(quiet)
     assert "Starting vLLM server on" not in quiet.output()
     loud = fake(tmp_path, "", "--verbose")
     loud.wait_ready(30)
-    loud.proc.send_signal(signal.SIGINT)
-    loud.finish(30)
+    interrupt(loud)
     assert "Starting vLLM server on" in loud.output()
