@@ -91,6 +91,10 @@ def _resolve(profile: str, sets: list[str] | None) -> loader.Resolved:
 def render_cmd(
     profile: ProfileOpt,
     set_: SetOpt = None,
+    server: Annotated[
+        Literal["openai", "custom"] | None,
+        typer.Option(help="openai: vLLM's server; custom: our FastAPI SSE server"),
+    ] = None,
     fmt: Annotated[
         Literal["shell", "json"], typer.Option("--format", help="shell: one line; json: argv+env")
     ] = "shell",
@@ -99,7 +103,7 @@ def render_cmd(
     ] = False,
 ) -> None:
     """Print the exact vLLM command for a profile (nothing is started)."""
-    resolved = _resolve(profile, set_)
+    resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
     command = render.render(resolved.profile, python=sys.executable)
     if explain:
         _explain(resolved)
