@@ -355,9 +355,9 @@ def _stop(run_: Run, opts: LaunchOptions, ui: Reporter) -> None:
     if opts.ready_file:  # no longer true
         opts.ready_file.unlink(missing_ok=True)
     t0 = time.monotonic()
-    pids = run_.server.known_pids()
+    pids = run_.server.members()
     run_.server.stop(opts.grace)
-    left = run_.server.leftovers()
+    left = run_.server.members()
     if left:
         ui.event("stopped", f"processes left after stop: {left}", leftovers=left)
     from .gpu_release import wait_released

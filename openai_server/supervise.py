@@ -30,7 +30,6 @@ from typing import IO
 import psutil
 
 from .errors import StartFailed
-from .guardian import group_alive
 from .render import Command
 
 LineSink = Callable[[str], None]
@@ -150,11 +149,8 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
 
-    def known_pids(self) -> list[int]:
-        return group_members(self.pid) if self._proc is not None else []
-
-    def leftovers(self) -> list[int]:
-        """Members of the group still alive (after `stop`, this must be empty)."""
+    def members(self) -> list[int]:
+        """Live members of the server's group (after `stop`, this must be empty)."""
         return group_members(self.pid) if self._proc is not None else []
 
     def stop(self, grace: float) -> int | None:
@@ -169,7 +165,7 @@ class ServerProcess:
             if not group_members(self.pid):
                 break
             time.sleep(0.05)
-        if group_alive(self.pid) and group_members(self.pid):
+        if group_members(self.pid):
             self.signal_group(signal.SIGKILL)
         try:
             code = self._proc.wait(timeout=10)
