@@ -41,6 +41,7 @@ from .supervise import Guardian, ServerProcess
 from .watchdog import EngineWatch, ProgressWatch
 
 POLL_INTERVAL = 0.2  # seconds between readiness probes (the issue asks for <= 0.2 s)
+STARTUP_GRACE = 5.0  # the SIGTERM -> SIGKILL wait while the server is not ready yet
 STABLE_AFTER = 60.0  # a run ready this long resets the restart backoff (as Kubernetes does)
 # Failures that a restart cannot fix: restart: on-failure gives up on them at once.
 DETERMINISTIC = {
@@ -356,7 +357,9 @@ def _stop(run_: Run, opts: LaunchOptions, ui: Reporter) -> None:
         opts.ready_file.unlink(missing_ok=True)
     t0 = time.monotonic()
     pids = run_.server.members()
-    run_.server.stop(opts.grace)
+    # Before ready there is no request to drain, and vLLM mid-start may not act on SIGTERM until
+    # its engine is built (seen here: 0.6 to 30 s): do not wait the full grace period for it.
+    run_.server.stop(opts.grace if run_.ready_at is not None else min(opts.grace, STARTUP_GRACE))
     left = run_.server.members()
     if left:
         ui.event("stopped", f"processes left after stop: {left}", leftovers=left)
