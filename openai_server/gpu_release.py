@@ -8,36 +8,20 @@ driver frees memory a moment later. Without NVML (CPU hosts, no driver) nothing 
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from .preflight import gpus
 
 
-def _holders(nvml: Any) -> set[int]:
-    pids: set[int] = set()
-    for i in range(nvml.nvmlDeviceGetCount()):
-        handle = nvml.nvmlDeviceGetHandleByIndex(i)
-        for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            pids.add(int(proc.pid))
-    return pids
+def holders() -> set[int]:
+    """PIDs holding memory on any GPU of this host (empty without NVML)."""
+    return {p.pid for gpu in gpus.detect().gpus for p in gpu.processes}
 
 
 def wait_released(pids: list[int], timeout: float) -> bool:
     """True when none of `pids` holds GPU memory (or there is no NVML), False after `timeout`."""
-    if not pids:
-        return True
-    try:
-        import pynvml as nvml
-
-        nvml.nvmlInit()
-    except Exception:  # no library, no driver, no GPU: nothing holds GPU memory
-        return True
-    try:
-        deadline = time.monotonic() + timeout
-        while _holders(nvml) & set(pids):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-        return True
-    except Exception:
-        return True
-    finally:
-        nvml.nvmlShutdown()
+    deadline = time.monotonic() + timeout
+    while pids and holders() & set(pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
