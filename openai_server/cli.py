@@ -51,10 +51,6 @@ def err(line: str) -> None:
     print(f"serve: {line}", file=sys.stderr, flush=True)
 
 
-def say(line: str) -> None:
-    print(f"serve: {line}", flush=True)
-
-
 def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn ServeError into one line + its exit code; never a traceback for a user error."""
 
