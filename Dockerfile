@@ -22,7 +22,8 @@ COPY entrypoint.sh /usr/local/bin/entrypoint.sh
 ENV PROFILE=phi3-t4 \
     SERVE_HOST=0.0.0.0 \
     HF_HOME=/root/.cache/huggingface
-# Keep vLLM's torch.compile and kernel caches on a volume: warm starts were 3.3x faster (FIELD_NOTES).
+# Keep vLLM's torch.compile and kernel caches on a volume: warm starts were 3.3x faster
+# (docs/vllm-facts.md).
 VOLUME ["/root/.cache"]
 EXPOSE 8000 7860
 

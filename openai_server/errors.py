@@ -22,7 +22,7 @@ class ExitCode(IntEnum):
     DIED_AFTER_READY = 7  # the server or its engine died after it was ready
     NOT_READY = 8  # `serve probe`: the endpoint is not ready
     CLIENT = 9  # `serve smoke` / `bench` / `chat`: the endpoint answered wrongly or not at all
-    # 10..29: a failure of vLLM that serve recognised in its output (diagnose.py); the error line
+    # 10..29: a failure of vLLM that serve recognised in its output (launch/diagnose.py); the error
     # names the cause and the profile change that fixes it.
     KV_CACHE_TOO_SMALL = 10  # one max_model_len sequence does not fit the KV cache memory
     CUDA_OOM = 11  # CUDA out of memory (weights, activations or CUDA graphs)
@@ -36,6 +36,7 @@ class ExitCode(IntEnum):
     ENGINE_DIED = 19  # the engine core process died (the API server may still exit 0)
     STARTUP_HUNG = 30  # no output, no phase change and no CPU activity for --stall-timeout
     ENGINE_HUNG = 31  # after ready, the deep probe got no token back in time (/health may say 200)
+    STOP_INCOMPLETE = 32  # a process of the server's group, or its GPU memory, outlived the stop
     INTERRUPTED = 130  # stopped by SIGINT (128 + 2), after a clean group stop
     TERMINATED = 143  # stopped by SIGTERM (128 + 15), after a clean group stop
 
@@ -91,6 +92,12 @@ class DiedAfterReady(StartFailed):
 
 class Hung(StartFailed):
     """The server stopped making progress (start-up stall, or an engine that no longer answers)."""
+
+
+class StopIncomplete(ServeError):
+    """After the stop, a process of the server's group was still alive or still held GPU memory."""
+
+    exit_code = ExitCode.STOP_INCOMPLETE
 
 
 class NotReady(ServeError):

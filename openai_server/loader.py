@@ -6,6 +6,12 @@ answer "where did this come from?" and every error names the file and line (or t
 variable) that holds the bad value.
 
 Loading is split from parsing (`load_text` takes text): tests feed YAML, not files.
+
+The SERVE_<KEY> layer is read here by hand rather than by a pydantic-settings source, because it
+must keep two things a source does not give: an unknown SERVE_* variable is an error with a
+did-you-mean (a settings source skips variables it has no field for, so a typo like
+SERVE_MAX_NUM_SEQ would be silently ignored), and every value keeps the name of the variable that
+set it, for `serve render --explain`. serve's own variables live in `settings.py`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from .profile import Profile, Sampling
 # Keys whose mapping values merge key by key across layers; every other value is replaced whole.
 MERGED_MAPPINGS = ("sampling", "env")
 ENV_PREFIX = "SERVE_"
-# SERVE_* variables that configure serve itself rather than the profile.
-NON_PROFILE_ENV = {"SERVE_CACHE_DIR", "SERVE_PROFILE", "SERVE_FLAGS_CACHE"}
+# SERVE_* variables that configure serve itself (settings.py), not the profile.
+NON_PROFILE_ENV = frozenset({"SERVE_CACHE_DIR", "SERVE_PROFILE", "SERVE_FLAGS_CACHE"})
 PROFILE_SUFFIXES = (".yaml", ".yml")
 
 Path_ = tuple[str, ...]

@@ -1,5 +1,9 @@
 """Profile -> the vLLM server command. Pure: no I/O, no environment, no vLLM import.
 
+Where a profile key becomes a vLLM flag, and back: `flag()` and `key_of()` are the one rule
+(`max_num_seqs` <-> `--max-num-seqs`, a false boolean `--no-...`), used by the renderer, by the
+preflight flag check and by failure diagnosis.
+
 The command is an argv list (no shell anywhere). Booleans are explicit (`--flag` / `--no-flag`), so
 a `false` in a profile is never silently dropped. The API key never appears in argv (it would show
 in `ps` and in logs): vLLM reads it from VLLM_API_KEY, which the launcher fills from the variable
@@ -9,12 +13,12 @@ the profile names.
 from __future__ import annotations
 
 import json
-import shlex
-from dataclasses import dataclass, field
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from . import tiny
+from .launch.command import Command
 from .profile import BUILTIN_MODEL_PREFIX, Profile
 
 OPENAI_MODULE = "vllm.entrypoints.openai.api_server"
@@ -37,25 +41,6 @@ BUILTIN_MODELS = {"tiny-phi3"}
 VLLM_API_KEY_VAR = "VLLM_API_KEY"
 
 
-@dataclass(frozen=True)
-class Command:
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    # variables the launcher copies from its own environment: target name -> source name
-    env_from: dict[str, str] = field(default_factory=dict)
-
-    def shell_line(self) -> str:
-        """One line, safe to paste into a POSIX shell."""
-        assigns = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
-        # Source names are validated identifiers, so "$NAME" is safe unquoted-content here.
-        assigns += [f'{k}="${src}"' for k, src in sorted(self.env_from.items())]
-        prefix = ("env " + " ".join(assigns) + " ") if assigns else ""
-        return prefix + shlex.join(self.argv)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"argv": self.argv, "env": self.env, "env_from": self.env_from}
-
-
 def model_path(profile: Profile, cache_dir: Path | None = None) -> str:
     """The model argument vLLM gets: built-in models map to their generated directory."""
     if profile.model.startswith(BUILTIN_MODEL_PREFIX):
@@ -66,8 +51,19 @@ def model_path(profile: Profile, cache_dir: Path | None = None) -> str:
     return profile.model
 
 
-def flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
+def flag(key: str, value: bool = True) -> str:
+    """Profile key -> vLLM flag: `max_num_seqs` -> `--max-num-seqs`; `value=False` -> `--no-...`
+    (vLLM's BooleanOptionalAction spelling)."""
+    return ("--" if value else "--no-") + key.replace("_", "-")
+
+
+def key_of(option: str, keys: Collection[str] | None = None) -> str:
+    """vLLM flag -> profile key: `--max-model-len=4096` -> `max_model_len`. `--no-x` -> `x` when
+    `x` is one of `keys` (default: the profile's keys), else `no_x` (a flag of its own)."""
+    key = option.split("=", 1)[0].lstrip("-").replace("-", "_")
+    known = Profile.model_fields if keys is None else keys
+    base = key.removeprefix("no_")
+    return base if base != key and base in known else key
 
 
 def engine_args(profile: Profile, cache_dir: Path | None = None) -> list[str]:
@@ -81,7 +77,7 @@ def engine_args(profile: Profile, cache_dir: Path | None = None) -> list[str]:
         if key == "model":
             value = model_path(profile, cache_dir)
         if isinstance(value, bool):
-            args.append(flag(key) if value else "--no-" + key.replace("_", "-"))
+            args.append(flag(key, value))
         elif isinstance(value, dict):
             args += [flag(key), json.dumps(value, sort_keys=True, separators=(",", ":"))]
         else:

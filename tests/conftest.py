@@ -52,6 +52,13 @@ def vllm_processes(marker: str) -> list[str]:
     return found
 
 
+def modules_loaded_by(code: str, prefix: str = "") -> list[str]:
+    """The modules (starting with `prefix`) that `code` leaves imported, in a fresh interpreter."""
+    probe = f"{code}\nimport sys; print(sorted(m for m in sys.modules if m.startswith({prefix!r})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return list(eval(out.stdout.strip().splitlines()[-1]))
+
+
 def vllm_installed() -> bool:
     import importlib.util
 

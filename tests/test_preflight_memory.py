@@ -103,3 +103,22 @@ def test_utilization_for_finds_the_smallest_that_fits():
     below = dataclasses.replace(s, gpu_memory_utilization=round(util - 0.01, 2))
     assert memory.fit(PHI3, at, H100).kv_cache_tokens >= 100_000
     assert memory.fit(PHI3, below, H100).kv_cache_tokens < 100_000
+
+
+def test_largest_max_model_len_is_the_longest_sequence_vllm_would_accept():
+    # vLLM accepts a length when ceil(length / block_size) blocks of KV fit the available bytes
+    # (kv_cache_utils.check_enough_kv_cache_memory); its estimate is the largest such length
+    fit = memory.fit(PHI3, settings(0.6, 131072), H100)
+    largest = memory.largest_max_model_len(fit)
+    assert largest is not None and 0 < largest < 131072
+
+    def accepted(length: int) -> bool:
+        blocks = -(-length // memory.BLOCK_SIZE)
+        return blocks * memory.BLOCK_SIZE * fit.kv_bytes_per_token <= fit.available_kv_bytes
+
+    assert accepted(largest) and not accepted(largest + 1)
+
+
+def test_largest_max_model_len_is_none_when_not_one_block_fits():
+    fit = memory.fit(PHI3, settings(0.1, 4096), H100)  # 7.9 GiB for 7.1 GiB of weights and more
+    assert fit.kv_cache_tokens == 0 and memory.largest_max_model_len(fit) is None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from openai_server import loader
-from openai_server.preflight import flags, gpus, models
+from openai_server.preflight import flags, gpus, memory, models
+from openai_server.preflight.gpus import GiB
 from openai_server.preflight.rules import Facts, evaluate
 
 FLAGS_032 = flags.shipped("0.32.0")
 PHI3 = models.BUILTIN["microsoft/phi-3-mini-4k-instruct"]
-GiB = 1024**3
 
 
 def profile(text: str, *sets: str):
@@ -122,6 +122,20 @@ def test_max_model_len_that_does_not_fit_is_refused_with_the_largest_that_fits()
         report.suggested_max_model_len is not None and 8192 < report.suggested_max_model_len < 20000
     )
     assert f"max_model_len <= {report.suggested_max_model_len}" in refused_reasons(report)
+    assert report.fit is not None
+    assert report.suggested_max_model_len == memory.largest_max_model_len(report.fit)
+
+
+def test_no_max_model_len_is_suggested_when_not_one_kv_block_fits():
+    # the weights fit in half a T4, the rest of vLLM's overheads do not leave one block
+    prof = profile(BASE + "dtype: half\ngpu_memory_utilization: 0.5\n")
+    report = evaluate(facts(prof, gpus.planned("T4")))
+    assert statuses(report)["weights"] == "ok" and statuses(report)["memory fit"] == "refused"
+    assert report.fit is not None and report.fit.kv_cache_tokens == 0
+    assert report.suggested_max_model_len is None
+    assert report.suggested_gpu_memory_utilization is not None
+    fix = next(c.fix for c in report.checks if c.name == "memory fit")
+    assert fix == f"set gpu_memory_utilization: {report.suggested_gpu_memory_utilization}"
 
 
 def test_max_model_len_beyond_the_models_positions_is_refused():

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 
 from ..errors import ClientError
 from . import metrics, workload
@@ -71,7 +70,7 @@ async def _run(cfg: BenchConfig, levels: list[int] | None, progress: bool) -> li
 
 async def prepare(cfg: BenchConfig, session: aiohttp.ClientSession) -> tuple[Target, list[Prompt]]:
     """Resolve the model, build the prompts, and send the untimed test request."""
-    model = pick_model(cfg.ep, cfg.model)
+    model = model_to_load(cfg.ep, cfg.model)
     target = Target(cfg.ep, model, cfg.endpoint, cfg.ignore_eos)
     if cfg.dataset is not None:
         prompts = workload.load_dataset(cfg.dataset, cfg.random_output_len, cfg.num_prompts)
@@ -86,19 +85,19 @@ async def prepare(cfg: BenchConfig, session: aiohttp.ClientSession) -> tuple[Tar
     return target, prompts
 
 
-def pick_model(ep: Endpoint, model: str | None) -> str:
-    """`model`, checked against /v1/models; without one, the only model listed."""
-    from ..probe import check_models
+def model_to_load(ep: Endpoint, model: str | None) -> str:
+    """The model to load-test, chosen from /v1/models as smoke and chat choose it."""
+    import openai
 
-    with httpx.Client(timeout=30) as client:
-        result = check_models(client, ep.root, model, ep.api_key)
-    if not result.ready:
-        raise ClientError(f"bench: {result.reason}")
-    if model is not None:
-        return model
-    if len(result.models) != 1:
-        raise ClientError(f"bench: pass --model: the server lists {', '.join(result.models)}")
-    return result.models[0]
+    from .smoke import SmokeFailed, listed_model
+
+    timeout = 30.0
+    with openai.OpenAI(base_url=ep.v1, api_key=ep.api_key or "EMPTY", timeout=timeout,
+                       max_retries=0) as client:  # fmt: skip
+        try:
+            return listed_model(client, ep, model, timeout)
+        except SmokeFailed as e:
+            raise ClientError(f"bench: {e.kind}: {e.reason}") from None
 
 
 async def measure(

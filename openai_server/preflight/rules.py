@@ -311,12 +311,12 @@ def check_memory(facts: Facts, report: Report) -> None:
         f"{_gib(f.weights_bytes)} per GPU ({shape.params / 1e9:.2f}B params, {shape.source})",
     )
     if f.kv_cache_tokens < s.max_model_len:
-        fits = f.kv_cache_tokens
+        fits = memory.largest_max_model_len(f)
         util = memory.utilization_for(shape, s, gpu.total_bytes, s.max_model_len)
-        report.suggested_max_model_len = fits if fits >= 16 else None
+        report.suggested_max_model_len = fits
         report.suggested_gpu_memory_utilization = util
         options = []
-        if fits >= 16:
+        if fits is not None:
             options.append(f"set max_model_len <= {fits}")
         if util is not None:
             options.append(f"set gpu_memory_utilization: {util}")
@@ -325,7 +325,7 @@ def check_memory(facts: Facts, report: Report) -> None:
             "refused",
             f"one max_model_len={s.max_model_len} sequence needs {s.max_model_len:,} KV tokens; "
             f"{gpu.name} at gpu_memory_utilization={s.gpu_memory_utilization} leaves "
-            f"{_gib(max(0, f.available_kv_bytes))} = {fits:,} tokens",
+            f"{_gib(max(0, f.available_kv_bytes))} = {f.kv_cache_tokens:,} tokens",
             " or ".join(options) or "use a bigger GPU or more GPUs",
         )
         return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,10 +41,9 @@ CORPUS = Path(__file__).with_name("corpus.txt")
 
 def default_cache_dir() -> Path:
     """Where generated models live: $SERVE_CACHE_DIR, $XDG_CACHE_HOME/serve or ~/.cache/serve."""
-    if env := os.environ.get("SERVE_CACHE_DIR"):
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "serve"
+    from ..settings import settings
+
+    return settings().cache_root
 
 
 def model_dir(cache_dir: Path | None = None) -> Path:

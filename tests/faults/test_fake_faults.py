@@ -65,6 +65,15 @@ def test_child_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: Path)
     assert 2 <= time.monotonic() - t0 < 10
 
 
+def test_ctrl_c_is_a_stop_not_an_error(tmp_path: Path) -> None:
+    # make run / serve launch in a terminal: Ctrl-C is the way to stop it, not a failure
+    s = fake(tmp_path, "")
+    s.wait_ready(30)
+    s.proc.send_signal(signal.SIGINT)
+    line = expect_fault(s, "Ctrl-C after ready (fake)", ExitCode.INTERRUPTED, "stopped by SIGINT")
+    assert line == "serve: stopped by SIGINT; the server process group is gone"
+
+
 def test_restart_loop_gives_up_at_its_limit(tmp_path: Path) -> None:
     s = fake(tmp_path, "--exit-before-ready 1", "--set", "restart=on-failure",
              "--restart-limit", "2")  # fmt: skip
@@ -89,7 +98,7 @@ def test_silent_idle_start_is_declared_hung(tmp_path: Path) -> None:
 
 
 def test_silent_but_busy_start_is_not_killed(tmp_path: Path) -> None:
-    # like a cold H100 start compiling kernels with no log line for 124 s (FIELD_NOTES)
+    # like a cold H100 start compiling kernels with no log line for 124 s (docs/vllm-facts.md)
     s = fake(tmp_path, "--silent-busy 8", "--stall-timeout", "4")
     s.wait_ready(60)
     interrupt(s)

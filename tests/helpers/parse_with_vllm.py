@@ -1,7 +1,7 @@
 """Run in a subprocess: parse rendered argv lists with the installed vLLM's own parser.
 
 stdin: JSON list of argv tails (flags only). stdout: JSON list of {ok, error, args, unknown_exact}.
-The parser's module moved between releases (FIELD_NOTES): 0.26 has it under
+The parser's module moved between releases (docs/vllm-facts.md): 0.26 has it under
 vllm.entrypoints.openai.cli_args, 0.32 under vllm.entrypoints.launchers.cli_args.
 """
 

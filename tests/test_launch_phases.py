@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from openai_server.phases import PhaseEvent, PhaseTracker
+from openai_server.launch.phases import PhaseEvent, PhaseTracker
 
 LOGS = Path(__file__).resolve().parent / "faults" / "logs"
 _STAMP = re.compile(r" \d\d-\d\d (\d\d):(\d\d):(\d\d) ")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from openai_server.diagnose import diagnose, flag_to_key
 from openai_server.errors import ExitCode
+from openai_server.launch.diagnose import diagnose
+from openai_server.render import key_of
 
 LOGS = Path(__file__).resolve().parent / "faults" / "logs"
 
@@ -84,12 +85,13 @@ def test_every_failure_class_has_its_own_code_between_10_and_29() -> None:
     ("flag", "key"),
     [
         ("--max-num-seqs", "max_num_seqs"),
-        ("--no-enable-prefix-caching", "no_enable_prefix_caching"),
+        ("--no-enable-prefix-caching", "enable_prefix_caching"),
+        ("--no-such-flag", "no_such_flag"),
         ("--max-model-len=4096", "max_model_len"),
     ],
 )
-def test_flag_to_key(flag: str, key: str) -> None:
-    assert flag_to_key(flag) == key
+def test_key_of_flag(flag: str, key: str) -> None:
+    assert key_of(flag) == key
 
 
 def test_unrecognized_flag_names_the_profile_key_it_came_from() -> None:
@@ -127,7 +129,7 @@ def test_port_comes_from_the_caller_when_the_log_does_not_say() -> None:
 
 
 def test_cpu_memory_busy_suggests_sizing_the_kv_cache() -> None:
-    # FIELD_NOTES: a second vLLM on a 24 GiB machine
+    # docs/vllm-facts.md: a second vLLM on a 24 GiB machine
     line = (
         "ValueError: Available memory on node 0 (12.14/13.46 GiB) on startup is less than "
         "desired CPU memory utilization (0.92, 12.38 GiB). On the CPU backend, ..."

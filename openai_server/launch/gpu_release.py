@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from .preflight import gpus
+from ..preflight import gpus
 
 
 def holders() -> set[int]:

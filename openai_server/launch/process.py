@@ -10,7 +10,7 @@ The stop sequence, and why each step is there:
    0.8 s; newer releases drain in-flight requests for --shutdown-timeout seconds).
 3. SIGKILL the group: whatever ignored SIGTERM is ended.
 4. Reap the API server so no zombie is left, and check the group is empty.
-A guardian process (guardian.py) does 1-3 if this process itself is SIGKILLed.
+The guardian process (guardian.py) does 1-3 if the launcher itself is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -29,8 +28,8 @@ from typing import IO
 
 import psutil
 
-from .errors import StartFailed
-from .render import Command
+from ..errors import StartFailed
+from .command import Command
 
 LineSink = Callable[[str], None]
 # uvicorn access-log lines of the launcher's own readiness/liveness probes
@@ -48,42 +47,6 @@ def group_members(pgid: int) -> list[int]:
         except (ProcessLookupError, psutil.Error):
             continue
     return members
-
-
-class Guardian:
-    """Handle on the guardian process (see guardian.py)."""
-
-    def __init__(self, grace: float) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "openai_server.guardian", str(grace)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            text=True,
-        )
-
-    def _say(self, line: str) -> None:
-        stdin = self._proc.stdin
-        if stdin is not None and not stdin.closed:
-            stdin.write(line + "\n")
-            stdin.flush()
-
-    def watch(self, pgid: int) -> None:
-        self._say(f"PGID {pgid}")
-
-    def release(self) -> None:
-        self._say("DONE")
-
-    def close(self) -> None:
-        """Release and let the guardian exit (it kills nothing after DONE)."""
-        self.release()
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
 
 
 class ServerProcess:

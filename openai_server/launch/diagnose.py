@@ -6,8 +6,9 @@ the root cause printed once by the engine process and the API server's own trace
 each signature below looks for the root-cause line itself, in the order of `SIGNATURES` (specific
 causes first, "the engine died" last, since every engine failure ends in that too).
 
-Signatures come from FIELD_NOTES ("Failures seen or reported") and from the format strings of
-vLLM 0.26 and 0.32 (old and new forms); each has a fixture under tests/faults/logs/.
+Signatures come from the upstream reports listed in docs/vllm-facts.md ("Failure signatures") and
+from the format strings of vLLM 0.26 and 0.32 (old and new forms); each has a fixture under
+tests/faults/logs/.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from .errors import ExitCode
+from ..errors import ExitCode
+from ..render import key_of
 from .phases import strip_ansi
 
 CONTEXT_BEFORE = 3  # lines shown before the matching line
@@ -230,17 +232,11 @@ def _cuda_oom(log: _Log, ctx: Context) -> Diagnosis | None:
 _UNRECOGNIZED = re.compile(r"error: unrecognized arguments: (.+)$")
 _AMBIGUOUS = re.compile(r"error: ambiguous option: (--[\w-]+)(?:=\S*)? could match (.+)$")
 _INVALID = re.compile(r"error: argument (--[\w-]+)(?:/\S+)?: (invalid .+)$")
-# Flags users carry across upgrades that vLLM removed (FIELD_NOTES: KServe PR 4883, vllm 18538).
+# Flags users carry across upgrades that vLLM removed (kserve/kserve PR 4883, vllm 18538).
 _REMOVED = {
     "--disable-log-requests": "vLLM removed it and no longer logs requests by default "
     "(--enable-log-requests turns logging on)",
 }
-
-
-def flag_to_key(flag: str) -> str:
-    """`--max-num-seqs` -> `max_num_seqs` (the profile names keys as vLLM's flags)."""
-    name = flag.split("=", 1)[0].lstrip("-")
-    return name.replace("-", "_")
 
 
 def _unrecognized(log: _Log, ctx: Context) -> Diagnosis | None:
@@ -251,7 +247,7 @@ def _unrecognized(log: _Log, ctx: Context) -> Diagnosis | None:
         return Diagnosis(ExitCode.UNRECOGNIZED_ARGUMENT, cause, fix, log.around(i), {"flags": m[1]})
     if found := log.find(_INVALID):
         i, m = found
-        key = flag_to_key(m[1])
+        key = key_of(m[1], ctx.profile_keys)
         source = f"profile key {key}" if key in ctx.profile_keys else "extra_args"
         cause = f"this vLLM rejects the value of {m[1]} (from {source}): {m[2]}"
         fix = f"change {key if key in ctx.profile_keys else m[1]} to a value this vLLM accepts"
@@ -261,11 +257,9 @@ def _unrecognized(log: _Log, ctx: Context) -> Diagnosis | None:
         return None
     i, m = found
     flags = [t for t in m[1].split() if t.startswith("-")] or m[1].split()
-    keys = []
+    keys: list[str] = []
     for flag in flags:
-        key = flag_to_key(flag)
-        base = key.removeprefix("no_")
-        keys.append(base if base in ctx.profile_keys else key)
+        keys.append(key_of(flag, ctx.profile_keys))
     known = [k for k in keys if k in ctx.profile_keys]
     cause = f"this vLLM does not accept {' '.join(flags)}"
     hints = [f"{f}: {_REMOVED[f]}" for f in flags if f in _REMOVED]
@@ -460,7 +454,7 @@ SIGNATURES: tuple[Matcher, ...] = (
 
 
 def _default_profile_keys() -> frozenset[str]:
-    from .profile import Profile
+    from ..profile import Profile
 
     return frozenset(Profile.model_fields)
 

@@ -1,4 +1,4 @@
-"""Launch: start the server, wait for ready while watching it, keep watching, restart or stop.
+"""The run loop: start the server, wait for ready while watching it, keep watching, restart or stop.
 
 Every wait loop does, in order: stop requested? -> child alive? -> engine alive? -> probe ->
 deadline / stall -> sleep. A dead child ends the wait at once with its exit code, the diagnosed
@@ -12,18 +12,14 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 
 import httpx
 
-from .diagnose import diagnose
-from .errors import (
+from ..errors import (
     DiedAfterReady,
     ExitCode,
     Hung,
@@ -31,47 +27,23 @@ from .errors import (
     ReadyTimeout,
     ServeError,
     StartFailed,
+    StopIncomplete,
 )
+from .command import Command
+from .diagnose import diagnose
+from .gpu_release import wait_released
+from .guardian import Guardian
+from .options import LaunchOptions
 from .phases import PhaseTracker
-from .probe import check_health, check_models, deep_probe
-from .profile import Restart
-from .render import Command
-from .report import Reporter
-from .supervise import Guardian, ServerProcess
+from .process import ServerProcess
+from .readiness import check_health, check_models, deep_probe
+from .reporter import Reporter
+from .restart import Restarts
 from .watchdog import EngineWatch, ProgressWatch
 
-POLL_INTERVAL = 0.2  # seconds between readiness probes (the issue asks for <= 0.2 s)
+POLL_INTERVAL = 0.2  # seconds between readiness probes
 STARTUP_GRACE = 5.0  # the SIGTERM -> SIGKILL wait while the server is not ready yet
-STABLE_AFTER = 60.0  # a run ready this long resets the restart backoff (as Kubernetes does)
-# Failures that a restart cannot fix: restart: on-failure gives up on them at once.
-DETERMINISTIC = {
-    "UNRECOGNIZED_ARGUMENT",
-    "BF16_UNSUPPORTED",
-    "KV_CACHE_TOO_SMALL",
-    "MODEL_NOT_FOUND",
-    "CPU_ATTENTION_HEAD_SIZE",
-}
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    base_url: str
-    model_id: str
-    model: str | None = None  # the --model argument (path or hub id), for failure messages
-    api_key: str | None = None
-    custom_server: bool = False
-    ready_timeout: float = 1800.0
-    grace: float = 30.0
-    ready_file: Path | None = None
-    stall_timeout: float = 300.0
-    health_interval: float = 5.0
-    deep_probe_interval: float = 0.0  # 0: off
-    deep_probe_timeout: float = 30.0
-    restart: Restart = "never"
-    restart_limit: int = 5
-    restart_window: float = 600.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
+GPU_RELEASE_TIMEOUT = 30.0  # the driver frees a dead engine's memory a moment after it exits
 
 
 class StopRequest:
@@ -102,17 +74,6 @@ def signals_to(stop: StopRequest) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def server_environment(command: Command, environ: Mapping[str, str]) -> dict[str, str]:
-    env = dict(environ)
-    env.update(command.env)
-    for target, source in command.env_from.items():
-        if source in environ:
-            env[target] = environ[source]
-    # vLLM buffers its logs when stdout is a pipe; phases and failures must arrive as they happen.
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 def explain(failure: StartFailed, server: ServerProcess, opts: LaunchOptions) -> StartFailed:
@@ -155,7 +116,7 @@ class Run:
         self.phases = PhaseTracker(self.started)
         self.server.start()
         guardian.watch(self.server.pid)
-        self.progress = ProgressWatch(self.server.pid, self.opts.stall_timeout)
+        self.progress = ProgressWatch(self.server.pid, self.opts.timing.stall_timeout)
         self.ui.event(
             "started",
             f"started the server (pid {self.server.pid}); waiting for {self.opts.model_id!r} "
@@ -178,9 +139,9 @@ class Run:
         return explain(cls(f"the server exited with code {code} {when}"), self.server, self.opts)
 
     def wait_ready(self, stop: StopRequest) -> float:
-        opts = self.opts
+        opts, timing = self.opts, self.opts.timing
         assert self.progress is not None
-        deadline = self.started + opts.ready_timeout
+        deadline = self.started + timing.ready_timeout
         with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
             while True:
                 stop.check()
@@ -192,14 +153,15 @@ class Run:
                 now = time.monotonic()
                 if now >= deadline:
                     raise ReadyTimeout(
-                        f"not ready after {opts.ready_timeout:.0f} s (last probe: {result.reason})",
+                        f"not ready after {timing.ready_timeout:.0f} s "
+                        f"(last probe: {result.reason})",
                         detail=self.server.last_lines(),
                     )
                 if self.progress.is_hung(now, self.server.last_output):
                     raise explain(
                         Hung(
                             f"start-up hung: no output, no phase change and no CPU activity for "
-                            f"{opts.stall_timeout:.0f} s (last phase: {self.phases.current})",
+                            f"{timing.stall_timeout:.0f} s (last phase: {self.phases.current})",
                             code=ExitCode.STARTUP_HUNG,
                         ),
                         self.server,
@@ -210,11 +172,11 @@ class Run:
 
     def watch(self, stop: StopRequest) -> None:
         """After ready: return only by raising (a signal, a death, a hang)."""
-        opts = self.opts
+        opts, timing = self.opts, self.opts.timing
         engines = EngineWatch(self.server.pid)
         engines.snapshot()
-        next_health = time.monotonic() + opts.health_interval
-        next_deep = time.monotonic() + (opts.deep_probe_interval or float("inf"))
+        next_health = time.monotonic() + timing.health_interval
+        next_deep = time.monotonic() + (timing.deep_probe_interval or float("inf"))
         pending: Future[str | None] | None = None
         pending_since = 0.0
         with (
@@ -236,7 +198,7 @@ class Run:
                         self.opts,
                     )
                 if now >= next_health:
-                    next_health = now + opts.health_interval
+                    next_health = now + timing.health_interval
                     if check_health(client, opts.base_url) == 503:
                         raise explain(
                             DiedAfterReady("/health answered 503: the engine is dead"),
@@ -251,10 +213,10 @@ class Run:
                         opts.model_id,
                         opts.api_key,
                         custom=opts.custom_server,
-                        timeout=opts.deep_probe_timeout,
+                        timeout=timing.deep_probe_timeout,
                     )
                 if pending is not None and (
-                    pending.done() or now - pending_since > opts.deep_probe_timeout + 5
+                    pending.done() or now - pending_since > timing.deep_probe_timeout + 5
                 ):
                     problem = pending.result() if pending.done() else "deep probe stuck"
                     if problem is not None:
@@ -263,14 +225,8 @@ class Run:
                             detail=self.server.last_lines(),
                             code=ExitCode.ENGINE_HUNG,
                         )
-                    pending, next_deep = None, now + opts.deep_probe_interval
+                    pending, next_deep = None, now + timing.deep_probe_interval
                 stop.wait(POLL_INTERVAL)
-
-
-def _restartable(failure: ServeError, policy: Restart) -> bool:
-    if policy == "never" or not isinstance(failure, StartFailed):
-        return False
-    return policy == "always" or failure.exit_code.name not in DETERMINISTIC
 
 
 def run(
@@ -281,67 +237,42 @@ def run(
     environ: Mapping[str, str] | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Launch and supervise until a signal or a failure; never leaves a server process behind."""
+    """Launch and supervise until a signal or a failure; never leaves a server process behind.
+
+    Returns only by raising: Interrupted for a requested stop, another ServeError for a failure,
+    StopIncomplete when the stop itself left a process or GPU memory behind."""
     stop = StopRequest()
-    env = server_environment(command, environ or os.environ)
-    restarts: deque[float] = deque()
-    consecutive = 0
+    env = command.environment(os.environ if environ is None else environ)
+    restarts = Restarts(opts.restart)
     with signals_to(stop):
-        guardian = Guardian(opts.grace)
+        guardian = Guardian(opts.timing.grace)
         try:
             while True:
                 run_ = Run(command, opts, ui, env)
                 try:
-                    run_.start(guardian)
-                    seconds = run_.wait_ready(stop)
-                    run_.reached_ready()
-                    ui.event(
-                        "ready",
-                        f"ready: {opts.base_url}/v1 serves {opts.model_id!r} "
-                        f"({seconds:.1f} s to ready)",
-                        base_url=f"{opts.base_url}/v1",
-                        model=opts.model_id,
-                        seconds=round(seconds, 2),
-                    )
-                    ui.event("summary", run_.phases.summary(seconds))
-                    if opts.ready_file:
-                        opts.ready_file.write_text(
-                            f"{opts.base_url}/v1 {opts.model_id} {seconds:.1f}\n"
-                        )
-                    if on_ready is not None:
-                        on_ready()
-                    run_.watch(stop)
+                    _serve(run_, guardian, stop, on_ready)
                 except StartFailed as failure:
-                    _stop(run_, opts, ui)
-                    if not _restartable(failure, opts.restart):
-                        raise
+                    _stop(run_, opts, ui, failure)
                     now = time.monotonic()
-                    if run_.ready_at is not None and now - run_.ready_at >= STABLE_AFTER:
-                        consecutive = 0  # it ran fine for a while: start the backoff over
-                    while restarts and now - restarts[0] > opts.restart_window:
-                        restarts.popleft()
-                    if len(restarts) >= opts.restart_limit:
-                        failure.message = (
-                            f"gave up after {len(restarts)} restarts in "
-                            f"{opts.restart_window / 60:.0f} min; last failure: {failure.message}"
-                        )
+                    ready_for = None if run_.ready_at is None else now - run_.ready_at
+                    restart = restarts.after(failure, now, ready_for)
+                    if restart is None:
                         raise
-                    delay = min(opts.backoff_initial * 2**consecutive, opts.backoff_max)
-                    consecutive += 1
-                    restarts.append(now)
+                    policy = opts.restart
                     ui.event(
                         "restart",
-                        f"{failure.message}; restarting in {delay:.0f} s "
-                        f"(restart {len(restarts)} of at most {opts.restart_limit} in "
-                        f"{opts.restart_window / 60:.0f} min)",
+                        f"{failure.message}; restarting in {restart.delay:.0f} s "
+                        f"(restart {restart.count} of at most {policy.limit} in "
+                        f"{policy.window / 60:.0f} min)",
                         exit_code=int(failure.exit_code),
-                        delay=delay,
+                        delay=restart.delay,
                     )
                     ui.detail("last lines of the server's output", failure.detail[-10:])
-                    stop.wait(delay)
+                    stop.wait(restart.delay)
                     stop.check()
-                finally:
-                    _stop(run_, opts, ui)
+                except BaseException as e:
+                    _stop(run_, opts, ui, e if isinstance(e, ServeError) else None)
+                    raise
         finally:
             guardian.close()
             if opts.ready_file:
@@ -349,8 +280,34 @@ def run(
             ui.close()
 
 
-def _stop(run_: Run, opts: LaunchOptions, ui: Reporter) -> None:
-    """Stop the group (idempotent) and make sure its processes and GPU memory are gone."""
+def _serve(
+    run_: Run, guardian: Guardian, stop: StopRequest, on_ready: Callable[[], None] | None
+) -> None:
+    """One run: start, wait for ready, announce it, then watch until something ends it."""
+    opts, ui = run_.opts, run_.ui
+    run_.start(guardian)
+    seconds = run_.wait_ready(stop)
+    run_.reached_ready()
+    ui.event(
+        "ready",
+        f"ready: {opts.base_url}/v1 serves {opts.model_id!r} ({seconds:.1f} s to ready)",
+        base_url=f"{opts.base_url}/v1",
+        model=opts.model_id,
+        seconds=round(seconds, 2),
+    )
+    ui.event("summary", run_.phases.summary(seconds))
+    if opts.ready_file:
+        opts.ready_file.write_text(f"{opts.base_url}/v1 {opts.model_id} {seconds:.1f}\n")
+    if on_ready is not None:
+        on_ready()
+    run_.watch(stop)
+
+
+def _stop(run_: Run, opts: LaunchOptions, ui: Reporter, during: ServeError | None) -> None:
+    """Stop the group (idempotent) and make sure its processes and GPU memory are gone.
+
+    Raises StopIncomplete when they are not: a launcher that reports a clean stop while an engine
+    still holds the GPU sends the operator to the wrong problem (the next start fails on memory)."""
     if run_.server.stopped:
         return
     if opts.ready_file:  # no longer true
@@ -359,11 +316,20 @@ def _stop(run_: Run, opts: LaunchOptions, ui: Reporter) -> None:
     pids = run_.server.members()
     # Before ready there is no request to drain, and vLLM mid-start may not act on SIGTERM until
     # its engine is built (seen here: 0.6 to 30 s): do not wait the full grace period for it.
-    run_.server.stop(opts.grace if run_.ready_at is not None else min(opts.grace, STARTUP_GRACE))
+    grace = opts.timing.grace
+    run_.server.stop(grace if run_.ready_at is not None else min(grace, STARTUP_GRACE))
     left = run_.server.members()
+    problem = ""
     if left:
-        ui.event("stopped", f"processes left after stop: {left}", leftovers=left)
-    from .gpu_release import wait_released
-
-    wait_released(pids, timeout=30.0)
-    ui.event("stopped", f"server group stopped in {time.monotonic() - t0:.1f} s; none left")
+        problem = f"processes of the server group left after SIGKILL: {left}"
+    elif not wait_released(pids, timeout=GPU_RELEASE_TIMEOUT):
+        problem = (
+            f"the stopped processes {pids} still hold GPU memory after {GPU_RELEASE_TIMEOUT:.0f} s"
+        )
+    took = time.monotonic() - t0
+    if not problem:
+        ui.event("stopped", f"server group stopped in {took:.1f} s; none left")
+        return
+    ui.event("stopped", f"server group stop incomplete after {took:.1f} s: {problem}", left=left)
+    after = f" (after: {during.message})" if during is not None else ""
+    raise StopIncomplete(f"stop incomplete: {problem} (process group {run_.server.pid}){after}")

@@ -1,7 +1,7 @@
 """Readiness over HTTP: ready means `GET /v1/models` lists the served model id.
 
 vLLM's API process binds its port early and refuses connections until the whole engine is built;
-then /health, /v1/models and friends all answer at once (FIELD_NOTES). /health alone is not enough:
+then /health, /v1/models and friends all answer at once. /health alone is not enough:
 it says nothing about *which* model is served (a served-model-name mismatch is a classic outage,
 production-stack 3486), so readiness asks for the id itself.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
+
+from ..clients.endpoint import auth_headers
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,9 @@ def check_models(
     client: httpx.Client, base_url: str, model: str | None, api_key: str | None = None
 ) -> ProbeResult:
     """One probe of /v1/models. `model=None` accepts any listed model."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = base_url.rstrip("/") + "/v1/models"
     try:
-        response = client.get(url, headers=headers)
+        response = client.get(url, headers=auth_headers(api_key))
     except httpx.ConnectError:
         return ProbeResult(False, f"connection refused at {url}")
     except httpx.TimeoutException:
@@ -80,7 +81,6 @@ def deep_probe(
 
     The only check that sees an engine that hangs while /health answers 200.
     """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     if custom:
         url, body = base_url.rstrip("/") + "/generate", {"prompt": "ping", "max_tokens": 1}
     else:
@@ -88,7 +88,7 @@ def deep_probe(
         body = {"model": model, "prompt": "ping", "max_tokens": 1}
     try:
         with httpx.Client(timeout=timeout) as client:
-            response = client.post(url, json=body, headers=headers)
+            response = client.post(url, json=body, headers=auth_headers(api_key))
     except httpx.TimeoutException:
         return f"no token from {url} within {timeout:.0f} s"
     except httpx.HTTPError as e:

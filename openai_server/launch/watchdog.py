@@ -2,7 +2,7 @@
 
 A fixed start timeout either kills slow healthy starts or waits forever on a hung NCCL init
 (vllm 8087, 6370; KServe 5062). A healthy cold start on an H100 was silent in its log for 124 s
-while compiling kernels (FIELD_NOTES), so silence alone is not a hang. A start is hung only when,
+while compiling kernels, so silence alone is not a hang. A start is hung only when,
 for `stall_timeout` seconds, there is no new output line, no phase change, and no CPU time spent
 by any process of the server's group.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from .supervise import group_members
+from .process import group_members
 
 CPU_ACTIVE_SECONDS = 0.05  # CPU seconds per sample that count as "working" (idle loops use less)
 SAMPLE_EVERY = 2.0

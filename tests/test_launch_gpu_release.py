@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from openai_server import gpu_release
+from openai_server.launch import gpu_release
 from openai_server.preflight import gpus
 
 

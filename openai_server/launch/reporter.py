@@ -42,6 +42,14 @@ class Reporter:
             self._status = self._console.status("starting", spinner="dots")
             self._status.start()
 
+    @staticmethod
+    def mode_for(log_format: Literal["auto", "plain", "json"], *, verbose: bool, tty: bool) -> Mode:
+        """--log-format auto: the live display only on a terminal, and not under the raw output
+        of --verbose (the two would interleave)."""
+        if log_format != "auto":
+            return log_format
+        return "rich" if tty and not verbose else "plain"
+
     # ---- the server's own output (called from the output pump thread)
     def raw(self, line: str) -> None:
         if self.log_file is not None:
@@ -76,7 +84,8 @@ class Reporter:
             return
         with self._lock:
             if self.mode == "json":
-                print(json.dumps({"event": "log", "title": title, "lines": lines}), flush=True)
+                record = {"event": "log", "title": title, "lines": lines}
+                print(json.dumps(record), file=self.out, flush=True)
                 return
             print(f"--- {title} ---", file=sys.stderr)
             for line in lines:
