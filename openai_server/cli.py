@@ -56,10 +56,13 @@ def render_cmd(
     ] = False,
 ) -> None:
     """Print the exact vLLM command for a profile (nothing is started)."""
+    from .preflight.flags import target_vllm
+
     resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
-    command = render.render(resolved.profile, python=sys.executable)
+    vllm = target_vllm(resolved.profile.python or sys.executable)
+    command = render.render(resolved.profile, python=sys.executable, vllm=vllm)
     if explain:
-        _explain(resolved)
+        _explain(resolved, render.entry_for(resolved.profile, vllm))
         return
     if fmt == "json":
         print(json.dumps(command.as_json(), indent=2))
@@ -67,7 +70,7 @@ def render_cmd(
         print(command.shell_line())
 
 
-def _explain(resolved: loader.Resolved) -> None:
+def _explain(resolved: loader.Resolved, entry: render.Entry) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -85,6 +88,7 @@ def _explain(resolved: loader.Resolved) -> None:
             continue
         shown = "(vLLM default)" if value is None else repr(value)
         table.add_row(key, shown, resolved.source_of(key))
+    table.add_row("entry point", " ".join(["-m", entry.module, *entry.subcommand]), entry.why)
     Console(width=200).print(table)
 
 
@@ -94,7 +98,7 @@ def validate_cmd(
     """Strictly check profile files; stop with exit 3 at the first bad one."""
     for file in files:
         if str(file) == "-":
-            loader.load_text(sys.stdin.read(), "<stdin>")
+            loader.load_text(loader.read_stream(sys.stdin.buffer, "<stdin>"), "<stdin>")
             print("ok: <stdin>")
             continue
         loader.load(str(file) if "/" in str(file) else f"./{file}", environ={})
@@ -222,6 +226,7 @@ def launch_cmd(
     from .launch.options import LaunchOptions, Timing
     from .launch.reporter import Reporter
     from .launch.supervisor import run
+    from .preflight.flags import target_vllm
 
     resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
     prof = resolved.profile
@@ -243,7 +248,9 @@ def launch_cmd(
     )
     if prof.model.startswith(BUILTIN_MODEL_PREFIX):
         tiny.ensure()
-    command = render.render(prof, python=sys.executable)
+    # --no-check runs nothing before the server: another interpreter's vLLM stays unknown
+    vllm = target_vllm(prof.python or sys.executable, may_run=not no_check)
+    command = render.render(prof, python=sys.executable, vllm=vllm)
     mode = Reporter.mode_for(log_format, verbose=verbose, tty=sys.stdout.isatty())
     log = log_file.open("a", buffering=1) if log_file else None
     ui = Reporter(mode, verbose=verbose, log_file=log)

@@ -17,17 +17,19 @@ set it, for `serve render --explain`. serve's own variables live in `settings.py
 from __future__ import annotations
 
 import difflib
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
+from . import render, yaml_safety
 from .errors import ProfileError
-from .profile import Profile, Sampling
+from .profile import UNECHOED_ERRORS, Profile, Sampling, is_secret_name
 
 # Keys whose mapping values merge key by key across layers; every other value is replaced whole.
 MERGED_MAPPINGS = ("sampling", "env")
@@ -35,8 +37,16 @@ ENV_PREFIX = "SERVE_"
 # SERVE_* variables that configure serve itself (settings.py), not the profile.
 NON_PROFILE_ENV = frozenset({"SERVE_CACHE_DIR", "SERVE_PROFILE", "SERVE_FLAGS_CACHE"})
 PROFILE_SUFFIXES = (".yaml", ".yml")
+# A chain of `extends` longer than this is a mistake (the built-in profiles use one level), and
+# each level is a recursion here.
+MAX_EXTENDS = 16
+# An error line repeats a value at most this long, and is at most MAX_LINE long in all.
+MAX_SHOWN = 80
+MAX_LINE = 2000
 
 Path_ = tuple[str, ...]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -61,28 +71,6 @@ class _Layer:
 # ---------------------------------------------------------------- strict YAML
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first at line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _key_lines(node: yaml.Node, prefix: Path_ = ()) -> dict[str, int]:
     """Dotted key path -> 1-based line of its value, for error messages and --explain."""
     lines: dict[str, int] = {}
@@ -95,32 +83,55 @@ def _key_lines(node: yaml.Node, prefix: Path_ = ()) -> dict[str, int]:
 
 
 def parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """Parse one profile document strictly; return the mapping and its key -> line map."""
+    """Parse one profile document strictly, within yaml_safety's limits; return the mapping and
+    its key -> line map."""
     try:
-        loader = _StrictLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
+        node, data = yaml_safety.parse(text)
+    except yaml_safety.Refused as e:
+        raise ProfileError(_at(source, e.line, e.message)) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        where = f"{source}:{mark.line + 1}" if mark else source
         problem = e.problem or str(e)
+        if e.context and problem.startswith("but "):  # "expected a single document ... but found"
+            problem = f"{e.context} {problem}"
         if "could not determine a constructor" in problem:
             problem = (
                 f"YAML tags that construct objects are not allowed ({problem.split('tag ')[-1]})"
             )
-        raise ProfileError(f"{where}: {problem}") from None
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{source}: not valid YAML: {e}") from None
+        raise ProfileError(_at(source, mark.line + 1 if mark else None, problem)) from None
+    except yaml.YAMLError as e:  # a ReaderError has a position, not a mark, and several lines
+        raise ProfileError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
         raise ProfileError(f"{source}: a profile must be a YAML mapping of keys, got {kind}")
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
-        raise ProfileError(f"{source}: keys must be strings, got {bad[0]!r}")
+        raise ProfileError(f"{source}: keys must be strings, got {_shown(bad[0])}")
     return data, _key_lines(node) if node is not None else {}
+
+
+def _at(source: str, line: int | None, message: str) -> str:
+    return f"{source}:{line}: {message}" if line else f"{source}: {message}"
+
+
+def read_profile(path: Path, name: str) -> str:
+    """A profile file's text (a file over yaml_safety.MAX_BYTES is refused unread)."""
+    try:
+        with path.open("rb") as f:
+            return read_stream(f, name, size=os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        raise ProfileError(f"{name}: cannot read: {e.strerror}") from None
+
+
+def read_stream(stream: BinaryIO, name: str, size: int | None = None) -> str:
+    """A profile's text from a binary stream (a file, stdin): at most MAX_BYTES + 1 bytes are
+    read (a pipe, or a file that grows, has no size to check first), and they must be UTF-8."""
+    try:
+        if size is not None:
+            yaml_safety.check_size(size)
+        return yaml_safety.decode(stream.read(yaml_safety.MAX_BYTES + 1))
+    except yaml_safety.Refused as e:
+        raise ProfileError(_at(name, e.line, e.message)) from None
 
 
 # ---------------------------------------------------------------- finding profiles
@@ -177,11 +188,7 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[_Layer]:
         cycle = " -> ".join(display(p) for p in (*chain, resolved))
         raise ProfileError(f"{display(path)}: extends: cycle {cycle}")
     name = display(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ProfileError(f"{name}: cannot read: {e.strerror}") from None
-    data, lines = parse_yaml(text, name)
+    data, lines = parse_yaml(read_profile(path, name), name)
     labels = {key: f"{name}:{line}" for key, line in lines.items()}
     layers: list[_Layer] = []
     parent = data.get("extends")
@@ -192,6 +199,11 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[_Layer]:
             parent_path = find_profile(parent, relative_to=path.parent)
         except ProfileError as e:
             raise ProfileError(f"{labels['extends']}: extends: {e.message}") from None
+        if len(chain) + 1 >= MAX_EXTENDS:
+            raise ProfileError(
+                f"{labels['extends']}: extends: a chain of more than {MAX_EXTENDS} profiles; "
+                "extend a built-in profile or a file that extends one"
+            )
         layers = _file_layers(parent_path, (*chain, resolved))
         for layer in layers:  # a parent's description describes the parent, not this profile
             layer.data.pop("description", None)
@@ -199,17 +211,28 @@ def _file_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[_Layer]:
     return layers
 
 
-def _parse_value(text: str) -> Any:
-    """A --set / SERVE_* value is a YAML scalar or flow collection: 32, true, [a, b], {k: v}."""
+def _parse_value(text: str, label: str) -> Any:
+    """A --set / SERVE_* value is a YAML scalar or flow collection: 32, true, [a, b], {k: v},
+    within the same limits as a file. Text that is not YAML stays text (the profile's own checks
+    then judge it, naming the key)."""
+    if not text.strip():
+        return ""
     try:
-        return yaml.load(text, Loader=_StrictLoader) if text.strip() else ""
-    except yaml.YAMLError:
+        return yaml_safety.parse(text)[1]
+    except yaml_safety.LimitExceeded as e:
+        raise ProfileError(f"{label}: {e.message}") from None
+    except (yaml_safety.Refused, yaml.YAMLError):
         return text
 
 
-def _nest(dotted: str, value: Any) -> dict[str, Any]:
-    head, _, rest = dotted.partition(".")
-    return {head: _nest(rest, value) if rest else value}
+def _nest(dotted: str, value: Any, label: str) -> dict[str, Any]:
+    parts = dotted.split(".")
+    if len(parts) > yaml_safety.MAX_DEPTH:  # `--set a.a.a...`: merged recursively below
+        raise ProfileError(f"{label}: a key deeper than {yaml_safety.MAX_DEPTH} levels")
+    nested: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
 
 
 def set_layer(assignments: list[str]) -> _Layer:
@@ -220,10 +243,11 @@ def set_layer(assignments: list[str]) -> _Layer:
         key = key.strip()
         if not eq or not key:
             raise ProfileError(f"--set {item}: expected KEY=VALUE (e.g. --set max_num_seqs=32)")
+        label = f"--set {_clip(item)}"
         # environment values are strings by nature: --set env.X=1 means "1", not the number
-        parsed = value if key.startswith("env.") else _parse_value(value)
-        _deep_update(data, _nest(key, parsed))
-        labels[key] = f"--set {item}"
+        parsed = value if key.startswith("env.") else _parse_value(value, label)
+        _deep_update(data, _nest(key, parsed, label))
+        labels[key] = label
     return _Layer(data, labels)
 
 
@@ -234,13 +258,17 @@ def env_layer(environ: Mapping[str, str]) -> _Layer:
     for var, value in sorted(environ.items()):
         if not var.startswith(ENV_PREFIX) or var in NON_PROFILE_ENV:
             continue
-        key = var[len(ENV_PREFIX) :].lower().replace("__", ".")
+        head, dot, rest = var[len(ENV_PREFIX) :].replace("__", ".").partition(".")
+        # a variable's name under env keeps its case: SERVE_ENV__HF_HOME sets HF_HOME
+        key = head.lower() + dot + (rest if head.lower() == "env" else rest.lower())
         if key.split(".")[0] not in known:
             hint = difflib.get_close_matches(key, sorted(known), n=1)
             also = f" (did you mean {ENV_PREFIX}{hint[0].upper()}?)" if hint else ""
             raise ProfileError(f"environment {var}: not a profile key{also}")
-        _deep_update(data, _nest(key, _parse_value(value)))
-        labels[key] = f"environment {var}"
+        label = f"environment {_clip(var)}"
+        parsed = value if key.startswith("env.") else _parse_value(value, label)  # as --set env.X
+        _deep_update(data, _nest(key, parsed, label))
+        labels[key] = label
     return _Layer(data, labels)
 
 
@@ -288,9 +316,30 @@ def _allowed(loc: tuple[Any, ...]) -> list[str]:
     return sorted(Profile.model_fields)
 
 
+def _clip(text: str, limit: int = MAX_SHOWN) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A value as an error line repeats it: repr (escapes control characters), clipped."""
+    try:
+        return _clip(repr(value))
+    except ValueError:  # int.__repr__ refuses more than 4,300 digits
+        return "(a value too long to show)"
+
+
+def _printable(line: str) -> str:
+    """One line, whatever a file name or key held: non-printable characters escaped, clipped."""
+    if not line.isprintable():
+        line = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
+    return _clip(line, MAX_LINE)
+
+
 def _one_line(err: Mapping[str, Any], sources: dict[str, str], fallback: str) -> str:
-    loc = tuple(str(p) for p in err["loc"])
-    key = ".".join(loc)
+    ctx = err.get("ctx") or {}
+    # an error about one key of a mapping (env.HF_TOKEN) names that key, not the whole mapping
+    loc = tuple(str(p) for p in (*err["loc"], *([ctx["key"]] if "key" in ctx else [])))
+    key = ".".join(_clip(p, 40) for p in loc)
     # the most specific key path that has a known source (a list item's source is its list's)
     origin = next(
         (
@@ -309,19 +358,46 @@ def _one_line(err: Mapping[str, Any], sources: dict[str, str], fallback: str) ->
     if err["type"] == "missing":
         return f"{origin}: {key}: required key is missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{origin}: {key}: {err['input']!r} is not allowed: {msg}"
+    secret = loc[0] == "env" and len(loc) > 1 and is_secret_name(loc[1])
+    if err["type"] in UNECHOED_ERRORS or "key" in ctx or secret:
+        # never repeat a value that may be a secret: not even in a `--set KEY=VALUE` origin
+        return f"{origin.partition('=')[0]}: {key}: {msg}"
+    return f"{origin}: {key}: {_shown(err['input'])} is not allowed: {msg}"
 
 
 def validate(data: dict[str, Any], sources: dict[str, str], fallback: str) -> Profile:
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as e:
         errors = e.errors()
-        lines = [_one_line(err, sources, fallback) for err in errors]
-        more = f" (and {len(lines) - 1} more: {'; '.join(lines[1:])})" if len(lines) > 1 else ""
-        raise ProfileError(lines[0] + more) from None
+        lines = [_one_line(err, sources, fallback) for err in errors[:4]]
+        if len(errors) > 1:
+            listed = f": {'; '.join(lines[1:])}" + ("; ..." if len(errors) > 4 else "")
+            lines[0] += f" (and {len(errors) - 1} more{listed})"
+        raise ProfileError(lines[0]) from None
+    # extra_args that contradict the profile (`--port 9000` beside port 8000) are a profile error,
+    # found here so that `validate` gives the same verdict as render, check and launch
+    try:
+        render.check_extra_args(profile)
+    except ProfileError as e:
+        raise ProfileError(f"{sources.get('extra_args', fallback)}: {e.message}") from None
+    return profile
 
 
+def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Whatever a profile holds, its error is one printable line of bounded length."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ProfileError as e:
+            raise ProfileError(_printable(e.message)) from None
+
+    return wrapper
+
+
+@_one_line_errors
 def load(
     ref: str, *, sets: list[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Resolved:
@@ -334,6 +410,7 @@ def load(
     return Resolved(validate(data, sources, display(path)), path, sources)
 
 
+@_one_line_errors
 def load_text(text: str, source: str = "<profile>", sets: list[str] | None = None) -> Resolved:
     """Validate profile text without files or environment (for tests and `serve validate -`)."""
     data, lines = parse_yaml(text, source)

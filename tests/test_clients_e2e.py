@@ -193,7 +193,7 @@ def test_chat_ctrl_c_stops_the_answer_not_the_session(tiny_server: Launched) -> 
     prompt = b"\n> "  # input()'s prompt at the start of a line
     question = b"tell me a long story"
     chat.expect(b"> ")
-    for _ in range(5):
+    for _ in range(10):
         finished = finished_requests(url)
         chat.send(question + b"\r")
         deadline = time.monotonic() + 60
@@ -219,7 +219,7 @@ def test_chat_ctrl_c_stops_the_answer_not_the_session(tiny_server: Launched) -> 
         # else the server had generated the whole answer before the stream was closed
     else:
         raise AssertionError(
-            "in 5 tries no Ctrl-C stopped an answer the server was still generating"
+            "in 10 tries no Ctrl-C stopped an answer the server was still generating"
         )
     chat.send(b"and now?\r")  # the session goes on
     chat.expect(prompt, timeout=120)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from openai_server.errors import ExitCode
-from openai_server.launch.diagnose import diagnose
+from openai_server.launch.diagnose import diagnose, fatal_line
 from openai_server.render import key_of
 
 LOGS = Path(__file__).resolve().parent / "faults" / "logs"
@@ -45,6 +45,10 @@ CASES = [
      "head_dim=16", "GPU profile"),
     ("cpu-0.32-engine-killed.log", ExitCode.ENGINE_DIED,
      "engine core process (VLLM::EngineCore) died", "restart: on-failure"),
+    # the worker's exception, printed before EngineCore's wrapper of it, is the root cause
+    ("gpu-0.33-tp2-engine-failed-to-start.log", ExitCode.ENGINE_DIED,
+     "the engine core (EngineCore) failed to start: AssertionError: Error in memory profiling",
+     "see the engine's error"),
 ]  # fmt: skip
 
 
@@ -180,3 +184,50 @@ def test_taken_torch_distributed_port_is_not_blamed_on_the_api_port() -> None:
     found = diagnose([line], port=8000)
     assert found is not None and found.exit_code == ExitCode.PORT_IN_USE
     assert "port 29500 (torch.distributed" in found.cause and "VLLM_PORT" in found.fix
+
+
+_P = "(EngineCore pid=4530) ERROR 11-27 03:12:55 [core.py:1584] "
+_W = "(Worker_TP1 pid=4602) ERROR 11-27 03:12:55 [multiproc_executor.py:1057] "
+
+
+@pytest.mark.parametrize(
+    ("line", "fatal"),
+    [
+        # vLLM 0.26 to 0.33's own wording (v1/engine/core.py, v1/executor/multiproc_executor.py)
+        (_P + "EngineCore failed to start.", True),
+        (_P + "EngineCore encountered a fatal error.", True),
+        (_W + "WorkerProc failed to start.", True),
+        (_W + "WorkerProc failed.", True),
+        ("(EngineCore pid=9) ERROR 11-27 03:12:55 [multiproc_executor.py:381] Worker proc "
+         "VllmWorker-1 died unexpectedly (exit code: -9), shutting down executor.", True),
+        # VLLM_LOGGING_COLOR=1, and no process prefix
+        ("\x1b[31mERROR\x1b[0m 11-27 03:12:55 [core.py:1584] EngineCore failed to start.", True),
+        ("ERROR 11-27 03:12:55 [core.py:1584] EngineCore failed to start.", True),
+        # the traceback after it, a recoverable worker error, and the same words not logged
+        (_P + "Traceback (most recent call last):", False),
+        (_P + "RuntimeError: Worker failed with error 'x', please check the stack trace above", False),
+        (_W.replace("1057", "1189") + "WorkerProc hit an exception.", False),
+        ("(APIServer pid=1) INFO 11-27 03:12:55 [logger.py:1] prompt: 'EngineCore failed to start.'",
+         False),
+        ("EngineCore failed to start.", False),
+    ],
+)  # fmt: skip
+def test_fatal_line(line: str, fatal: bool) -> None:
+    assert fatal_line(line) is fatal
+
+
+def test_fatal_lines_of_the_fixtures() -> None:
+    fatal = [ln for ln in log("gpu-0.33-tp2-engine-failed-to-start.log") if fatal_line(ln)]
+    assert [ln.rsplit("] ", 1)[1] for ln in fatal] == ["EngineCore failed to start."]
+    for healthy in ("cpu-0.32-ready.log", "gpu-0.26-ready.log"):
+        assert not any(fatal_line(ln) for ln in log(healthy))
+
+
+def test_worker_death_names_the_worker_and_its_exit_code() -> None:
+    line = (
+        "(EngineCore pid=9) ERROR 11-27 03:12:55 [multiproc_executor.py:381] Worker proc "
+        "VllmWorker-1 died unexpectedly (exit code: -9), shutting down executor."
+    )
+    found = diagnose([line])
+    assert found is not None and found.exit_code == ExitCode.ENGINE_DIED
+    assert "a worker process of the engine failed (Worker proc VllmWorker-1)" in found.cause

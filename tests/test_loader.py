@@ -54,7 +54,10 @@ BASE = "model: org/m\n"
             BASE + "api_key_env: 'my key'\n",
             "api_key_env: 'my key' is not allowed: must be an environment variable name",
         ),
-        (BASE + "extra_args: ['--api-key', 'x']\n", "do not put the API key in extra_args"),
+        (
+            BASE + "extra_args: ['--api-key', 'x']\n",
+            "extra_args: --api-key: a secret must not be written in a profile",
+        ),
     ],
 )
 def test_bad_profile_is_refused_with_one_line(text: str, expected: str) -> None:
@@ -117,6 +120,13 @@ def test_bad_set_value_names_the_set(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as e:
         loader.load(str(path), sets=["max_num_seqs=0"], environ={})
     assert e.value.message.startswith("--set max_num_seqs=0: max_num_seqs: 0 is not allowed")
+
+
+def test_serve_env_variables_keep_their_name_and_stay_strings(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.yaml", BASE)
+    r = loader.load(str(path), environ={"SERVE_ENV__HF_HOME": "/data", "SERVE_ENV__N": "1"})
+    assert r.profile.env == {"HF_HOME": "/data", "N": "1"}
+    assert r.source_of("env.HF_HOME") == "environment SERVE_ENV__HF_HOME"
 
 
 def test_unknown_serve_environment_variable_is_refused(tmp_path: Path) -> None:

@@ -234,8 +234,8 @@ _AMBIGUOUS = re.compile(r"error: ambiguous option: (--[\w-]+)(?:=\S*)? could mat
 _INVALID = re.compile(r"error: argument (--[\w-]+)(?:/\S+)?: (invalid .+)$")
 # Flags users carry across upgrades that vLLM removed (kserve/kserve PR 4883, vllm 18538).
 _REMOVED = {
-    "--disable-log-requests": "vLLM removed it and no longer logs requests by default "
-    "(--enable-log-requests turns logging on)",
+    "--disable-log-requests": "vLLM 0.26 to 0.32 have no such flag and do not log requests by "
+    "default (--enable-log-requests turns logging on; 0.33 accepts it again)",
 }
 
 
@@ -397,15 +397,38 @@ def _nccl(log: _Log, ctx: Context) -> Diagnosis | None:
     return None
 
 
-# ---- the engine core died -----------------------------------------------------------------------
+# ---- the engine core died, or never started ----------------------------------------------------
 _ENGINE_DIED = re.compile(
     r"engine core exited unexpectedly|EngineDeadError|EngineCore encountered an issue|"
     r"Engine core process \S+ died unexpectedly|Process (EngineCore\S*) \(PID: (\d+)\) died with "
-    r"exit code (-?\d+)|Engine core initialization failed"
+    r"exit code (-?\d+)|Engine core initialization failed|"
+    r"(EngineCore|WorkerProc) failed to start\.|EngineCore encountered a fatal error\.|"
+    r"(Worker proc \S+) died unexpectedly|WorkerProc failed\."
 )
 _EXCEPTION = re.compile(
     r"^(?:\(\S+ pid=\d+\) )?(?:ERROR \S+ \S+ \[\S+\] )?(\w+(?:\.\w+)*(?:Error|Exception)): (.+)$"
 )
+# Exceptions that only point at another one: the executor's "Worker failed with error '...',
+# please check the stack trace above for the root cause", "WorkerProc initialization failed due to
+# an exception in a background process. See stack trace for root cause." (vLLM 0.26 to 0.33).
+_WRAPPER = re.compile(r"root cause")
+# Lines after which vLLM does not become ready (or has lost its engine) while its processes may
+# stay alive: a two-GPU start sat 282 s after "EngineCore failed to start." (the hardening issue).
+# The format strings of vLLM 0.26 to 0.33, logged at ERROR: v1/engine/core.py run_engine_core
+# ("EngineCore failed to start." / "EngineCore encountered a fatal error."),
+# v1/executor/multiproc_executor.py WorkerProc.worker_main ("WorkerProc failed to start." /
+# "WorkerProc failed.") and MultiprocExecutor's worker monitor ("Worker proc %s died unexpectedly").
+_FATAL = re.compile(
+    r"\bERROR \d\d-\d\d \d\d:\d\d:\d\d \[[^\]]+\] (?:EngineCore failed to start\.|"
+    r"EngineCore encountered a fatal error\.|WorkerProc failed to start\.|WorkerProc failed\.|"
+    r"Worker proc \S+ died unexpectedly)"
+)
+
+
+def fatal_line(line: str) -> bool:
+    """Whether vLLM's output line says the engine failed to start or died (the launcher then stops
+    the group at once, whether vLLM's processes exit or not). Pure; called for every line."""
+    return "ERROR" in line and _FATAL.search(strip_ansi(line)) is not None
 
 
 def _engine_died(log: _Log, ctx: Context) -> Diagnosis | None:
@@ -415,20 +438,48 @@ def _engine_died(log: _Log, ctx: Context) -> Diagnosis | None:
     values: dict[str, str | int | float] = {}
     if m[3] is not None:
         values["engine_exit_code"] = int(m[3])
-    if "initialization failed" in m[0]:
+    if "initialization failed" in m[0]:  # the API server's error: the engine's came before
         root = _root_exception(log, i)
         cause = "the engine core (EngineCore) failed to start"
         if root:
             cause += f": {root}"
         fix = "see the engine's error below; nothing in the profile is known to cause it"
         return Diagnosis(ExitCode.ENGINE_DIED, cause, fix, log.around(i), values)
+    if "failed to start" in m[0]:
+        root = _root_cause(log, i)
+        who = "a worker (WorkerProc)" if m[4] == "WorkerProc" else "the engine core (EngineCore)"
+        cause = f"{who} failed to start"
+        if root:
+            cause += f": {root}"
+        fix = "see the engine's error below; nothing in the profile is known to cause it"
+        return Diagnosis(ExitCode.ENGINE_DIED, cause, fix, log.around(i), values)
+    if m[5] is not None or m[0] == "WorkerProc failed.":
+        root = _root_cause(log, i)
+        cause = f"a worker process of the engine failed ({m[5] or 'WorkerProc'})"
+        cause += f": {root}" if root else "; the engine cannot serve"
+        fix = "set restart: on-failure to bring it back; if it repeats, see the worker's error"
+        return Diagnosis(ExitCode.ENGINE_DIED, cause, fix, log.around(i), values)
     code = f" (exit code {m[3]})" if m[3] is not None else ""
     cause = f"the engine core process (VLLM::EngineCore) died{code}; the API server cannot serve"
+    if "fatal error" in m[0] and (root := _root_cause(log, i)):
+        cause = f"the engine core (VLLM::EngineCore) hit a fatal error: {root}"
     fix = (
         "set restart: on-failure to bring it back; if it repeats, check the kernel's OOM killer "
         "(dmesg) and the engine's last lines"
     )
     return Diagnosis(ExitCode.ENGINE_DIED, cause, fix, log.around(i), values)
+
+
+def _root_cause(log: _Log, at: int) -> str | None:
+    """The exception of the traceback logged after line `at`, unless that only points "above"
+    (then the last one printed before it: a worker's, printed first)."""
+    after = next((m for ln in log.lines[at + 1 :] if (m := _EXCEPTION.search(ln))), None)
+    if after is not None and not _WRAPPER.search(after[2]):
+        return f"{after[1].rsplit('.', 1)[-1]}: {after[2]}"[:300]
+    before = _root_exception(log, at)
+    if before is None and after is not None:
+        return f"{after[1].rsplit('.', 1)[-1]}: {after[2]}"[:300]
+    return before
 
 
 def _root_exception(log: _Log, before: int) -> str | None:

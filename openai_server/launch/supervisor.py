@@ -1,9 +1,10 @@
 """The run loop: start the server, wait for ready while watching it, keep watching, restart or stop.
 
-Every wait loop does, in order: stop requested? -> child alive? -> engine alive? -> probe ->
-deadline / stall -> sleep. A dead child ends the wait at once with its exit code, the diagnosed
-cause and the relevant lines; nothing spins. However a run ends, the server's process group is
-stopped and checked empty before `run` returns or raises.
+Every wait loop does, in order: stop requested? -> child alive? -> fatal line logged? -> engine
+alive? -> probe -> deadline / stall -> sleep. A dead child ends the wait at once with its exit code,
+the diagnosed cause and the relevant lines, and so does a line that says the engine failed while
+vLLM's processes stay alive (diagnose.fatal_line); nothing spins. However a run ends, the
+server's process group is stopped and checked empty before `run` returns or raises.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from ..errors import (
     StopIncomplete,
 )
 from .command import Command
-from .diagnose import diagnose
+from .diagnose import diagnose, fatal_line
 from .gpu_release import wait_released
 from .guardian import Guardian
 from .options import LaunchOptions
-from .phases import PhaseTracker
+from .phases import PhaseTracker, strip_ansi
 from .process import ServerProcess
 from .readiness import check_health, check_models, deep_probe
 from .reporter import Reporter
@@ -44,6 +45,9 @@ from .watchdog import EngineWatch, ProgressWatch
 POLL_INTERVAL = 0.2  # seconds between readiness probes
 STARTUP_GRACE = 5.0  # the SIGTERM -> SIGKILL wait while the server is not ready yet
 GPU_RELEASE_TIMEOUT = 30.0  # the driver frees a dead engine's memory a moment after it exits
+# After a fatal line, how long its traceback (the root cause, printed just after it, by the same or
+# another process) may take to arrive before the group is stopped and the output diagnosed.
+FATAL_SETTLE = 1.0
 
 
 class StopRequest:
@@ -103,9 +107,13 @@ class Run:
         self.started = time.monotonic()
         self.progress: ProgressWatch | None = None
         self.ready_at: float | None = None
+        # when vLLM logged a line that says its engine failed (diagnose.fatal_line), and the line
+        self.fatal: tuple[float, str] | None = None
 
     def _line(self, line: str) -> None:
         self.ui.raw(line)
+        if self.fatal is None and fatal_line(line):
+            self.fatal = (time.monotonic(), strip_ansi(line).strip())
         for ev in self.phases.feed(line, time.monotonic()):
             if self.progress is not None:
                 self.progress.progressed()
@@ -138,6 +146,17 @@ class Run:
         cls = DiedAfterReady if after_ready else StartFailed
         return explain(cls(f"the server exited with code {code} {when}"), self.server, self.opts)
 
+    def _fatal_logged(self, after_ready: bool) -> StartFailed | None:
+        """vLLM said its engine failed to start or died, and its processes may never exit (a
+        two-GPU start sat 282 s after "EngineCore failed to start."): fail now, not at a timeout."""
+        if self.fatal is None or time.monotonic() - self.fatal[0] < FATAL_SETTLE:
+            return None
+        said = self.fatal[1].rsplit("] ", 1)[-1]
+        when = "after it was ready" if after_ready else "before it was ready"
+        cls = DiedAfterReady if after_ready else StartFailed
+        failure = cls(f"vLLM logged {said!r} {when}", code=ExitCode.ENGINE_DIED)
+        return explain(failure, self.server, self.opts)
+
     def wait_ready(self, stop: StopRequest) -> float:
         opts, timing = self.opts, self.opts.timing
         assert self.progress is not None
@@ -145,7 +164,7 @@ class Run:
         with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
             while True:
                 stop.check()
-                if failure := self._child_exited(after_ready=False):
+                if failure := self._child_exited(after_ready=False) or self._fatal_logged(False):
                     raise failure
                 result = check_models(client, opts.base_url, opts.model_id, opts.api_key)
                 if result.ready:
@@ -185,7 +204,7 @@ class Run:
         ):
             while True:
                 stop.check()
-                if failure := self._child_exited(after_ready=True):
+                if failure := self._child_exited(after_ready=True) or self._fatal_logged(True):
                     raise failure
                 now = time.monotonic()
                 if dead := engines.dead_engine(now):

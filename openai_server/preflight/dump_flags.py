@@ -5,6 +5,16 @@ itself is not installed. The parser's module moved between releases (docs/vllm-f
 it under vllm.entrypoints.openai.cli_args, 0.32 under vllm.entrypoints.launchers.cli_args, 0.33
 under vllm.entrypoints.common.cli_args, and FlexibleArgumentParser moved from vllm.utils to
 vllm.utils.argparse_utils.
+
+The flags are read from the parser's full option table (`_option_string_actions`: every string
+the parser accepts, short aliases such as `-tp` included), not from each action's
+`option_strings`: vLLM 0.33's `EnableDisableAction` registers `--no-enable-x` / `--no-disable-x`
+with the parser and then drops them from the action's `option_strings` to hide them from --help
+(vllm/utils/argparse_utils.py at v0.33.0: EnableDisableAction, _register_action), and 0.33 still
+accepts them.
+
+The shipped sets (flagsets/) are this script's output, run with PYTHONPATH set to the Python
+sources of each release's wheel from PyPI (vLLM builds its parser from Python alone).
 """
 
 import importlib
@@ -13,6 +23,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
+FORMAT = 2  # 1: help-visible long options only; 2: the full option table
 PARSER_MODULES = (
     "vllm.entrypoints.common.cli_args",  # 0.33
     "vllm.entrypoints.launchers.cli_args",  # 0.32
@@ -45,22 +56,23 @@ def installed() -> tuple[str, str]:
     return "", ""
 
 
-def main() -> None:
-    parser = make_parser()
+def option_table(parser: Any) -> dict[str, dict[str, Any]]:
     flags = {}
-    for action in parser._actions:
-        for option in action.option_strings:
-            if not option.startswith("--"):
-                continue
-            flags[option] = {
-                "dest": action.dest,
-                "takes_value": action.nargs != 0,
-                "choices": sorted(str(c) for c in action.choices) if action.choices else None,
-            }
+    for option, action in parser._option_string_actions.items():
+        flags[option] = {
+            "dest": action.dest,
+            "takes_value": action.nargs != 0,
+            "choices": sorted(str(c) for c in action.choices) if action.choices else None,
+        }
+    return dict(sorted(flags.items()))
+
+
+def main() -> None:
+    flags = option_table(make_parser())
     dist, version = installed()
     # Some releases log to stdout while importing (0.30): the JSON is the last line, on its own.
     sys.stdout.write("\n")
-    json.dump({"dist": dist, "version": version, "flags": dict(sorted(flags.items()))}, sys.stdout)
+    json.dump({"dist": dist, "version": version, "format": FORMAT, "flags": flags}, sys.stdout)
 
 
 main()

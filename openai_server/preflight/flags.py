@@ -10,6 +10,10 @@ interpreter: milliseconds, no vLLM import.
 Exact matching on purpose: vLLM's parser accepts unambiguous prefixes of flags (argparse
 abbreviations), so a typo that happens to be a prefix starts silently with some other meaning
 (docs/vllm-facts.md). We accept only complete option strings.
+
+extra_args are read as vLLM reads them (short aliases such as `-tp`, `--flag=value`, `_` for `-`,
+abbreviations): one that sets what a profile key renders is refused with the key to use
+(render.extra_args_contradictions refuses the version-free cases before, with exit 3).
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RefusedError
-from ..render import key_of
+from ..render import LAUNCHER_FLAGS, contradiction, key_of, profile_flags, read_option
 
 SHIPPED_DIR = Path(__file__).with_name("flagsets")
 DUMPER = Path(__file__).with_name("dump_flags.py")
-# Flags removed or renamed across the releases we support: old flag -> what to write instead.
+# The dumper's output format (dump_flags.FORMAT): a cached set of an older format is re-learned.
+FORMAT = 2
+# Flags removed or renamed across the releases we support: old flag -> what to write instead
+# (shown with the releases that do have the flag).
 RENAMES: dict[str, str] = {
-    "--disable-log-requests": "removed: requests are not logged by default; "
+    "--disable-log-requests": "requests are not logged by default; "
     "--enable-log-requests turns logging on",
     "--enable-reasoning": "removed: --reasoning-parser alone enables reasoning",
     "--guided-decoding-backend": "removed: use --structured-outputs-config",
@@ -80,6 +87,22 @@ class FlagSet:
         }
         return cls(str(data["dist"]), str(data["version"]), flags, source)
 
+    def resolve(self, token: str) -> list[str]:
+        """The option strings vLLM's parser matches `token` to: [its own name], or the flags it
+        abbreviates (argparse's allow_abbrev: one is taken, several are refused as ambiguous),
+        or [] for an unknown flag. `--a_b=1` and `--a-b.field` name `--a-b`, as vLLM rewrites
+        them before argparse; `-O3` is `--optimization-level 3` (FlexibleArgumentParser.parse_args,
+        0.26 to 0.33)."""
+        name = read_option([token], 0, False).name
+        if token.startswith("-O") and "--optimization-level" in self.flags:
+            return ["--optimization-level"]
+        if name in self.flags:
+            return [name]
+        found = [f for f in self.flags if f.startswith(name)]
+        if not token.startswith("--") and len(token) > 2 and token[:2] in self.flags:
+            found.append(token[:2])  # a one-letter option with its value attached: -qfp8
+        return sorted(found)
+
 
 # ---------------------------------------------------------------- checking (pure)
 
@@ -94,11 +117,18 @@ class FlagProblem:
 def check_argv(args: list[str], flagset: FlagSet, *, extra_args: list[str]) -> list[FlagProblem]:
     """Every `--flag` in `args` must exist in `flagset`, and values must be among its choices.
 
-    `args` are the engine/server flags only (no interpreter, no `-m module`). Values that follow a
-    flag are skipped; `--flag=value` is split.
+    `args` are the engine/server flags only (no interpreter, no `-m module`), ending with
+    `extra_args`. Values that follow a flag are skipped; `--flag=value` is split.
     """
-    problems: list[FlagProblem] = []
     extra_start = len(args) - len(extra_args)
+    return _check_rendered(args[:extra_start], flagset) + check_extra_args(
+        list(args[extra_start:]), flagset
+    )
+
+
+def _check_rendered(args: list[str], flagset: FlagSet) -> list[FlagProblem]:
+    """The renderer's own flags: always `--long` names, so plain exact matching."""
+    problems: list[FlagProblem] = []
     i = 0
     while i < len(args):
         arg = args[i]
@@ -106,25 +136,92 @@ def check_argv(args: list[str], flagset: FlagSet, *, extra_args: list[str]) -> l
         if not arg.startswith("--"):
             continue
         name, eq, inline = arg.partition("=")
-        key = "extra_args" if i - 1 >= extra_start else key_of(name)
+        key = key_of(name)
         known = flagset.flags.get(name)
         if known is None:
-            hint = RENAMES.get(name) or _elsewhere(name, flagset) or _close(name, flagset)
-            what = f"{name} is not a flag of {flagset.label}"
-            problems.append(FlagProblem(name, key, f"{what}; {hint}" if hint else what))
+            problems.append(FlagProblem(name, key, _unknown(name, flagset)))
             continue
         value: str | None = inline if eq else None
         if known.takes_value and not eq and i < len(args):
             value = args[i]
             i += 1
-        if known.choices and value is not None and value not in known.choices:
-            allowed = ", ".join(known.choices)
-            problems.append(
-                FlagProblem(
-                    name, key, f"{name} {value!r} is not accepted by {flagset.label}: {allowed}"
-                )
-            )
+        if problem := _bad_choice(name, value, known, flagset, key):
+            problems.append(problem)
     return problems
+
+
+def check_extra_args(extra_args: list[str], flagset: FlagSet) -> list[FlagProblem]:
+    """extra_args as vLLM's parser reads them: each option is resolved against the flag set
+    (exact name, vLLM's `_`/`.field` forms, short aliases, argparse abbreviations). Refused: an
+    unknown or abbreviated flag, a value outside the choices, and a flag whose destination is one
+    a profile key renders or the launcher relies on (named with the key to use)."""
+    problems: list[FlagProblem] = []
+    guarded = _guarded_dests(flagset)
+    key = "extra_args"
+    i = 0
+    while i < len(extra_args):
+        token = extra_args[i]
+        if not _is_option(token):
+            i += 1
+            continue
+        matches = flagset.resolve(token)
+        if len(matches) != 1:
+            name = read_option(extra_args, i, False).name
+            if matches:
+                what = (
+                    f"{token} is ambiguous in {flagset.label}: it abbreviates {', '.join(matches)}"
+                )
+                problems.append(FlagProblem(name, key, f"{what}; write the flag in full"))
+            else:
+                problems.append(FlagProblem(name, key, _unknown(name, flagset)))
+            i += 1
+            continue
+        name = matches[0]
+        known = flagset.flags[name]
+        arg = read_option(extra_args, i, known.takes_value)
+        i += 1 if arg.written == token else 2
+        spelled = arg.name == name or (token.startswith("-O") and name == "--optimization-level")
+        how = "" if spelled else f" ({flagset.label} reads it as {name})"
+        if known.dest in guarded:
+            line = contradiction(arg, name, how, guarded[known.dest])
+            problems.append(FlagProblem(name, key, line))
+        elif not spelled:
+            what = f"{token} is not a flag of {flagset.label}"
+            problems.append(FlagProblem(name, key, f"{what}: vLLM reads it as {name}; write that"))
+        elif problem := _bad_choice(name, arg.value, known, flagset, key):
+            problems.append(problem)
+    return problems
+
+
+def _is_option(token: str) -> bool:
+    return token.startswith("-") and token != "--" and not token[1:2].isdigit()
+
+
+def _guarded_dests(flagset: FlagSet) -> dict[str, str]:
+    """vLLM destination -> the profile key that renders it (or the launcher flag that sets it)."""
+    out = {flagset.flags[f].dest: f for f in LAUNCHER_FLAGS if f in flagset.flags}
+    for name, key in profile_flags().items():
+        if name in flagset.flags:
+            out[flagset.flags[name].dest] = key
+    return out
+
+
+def _bad_choice(
+    name: str, value: str | None, known: Flag, flagset: FlagSet, key: str
+) -> FlagProblem | None:
+    if known.choices and value is not None and value not in known.choices:
+        allowed = ", ".join(known.choices)
+        return FlagProblem(
+            name, key, f"{name} {value!r} is not accepted by {flagset.label}: {allowed}"
+        )
+    return None
+
+
+def _unknown(name: str, flagset: FlagSet) -> str:
+    what = f"{name} is not a flag of {flagset.label}"
+    hints = [RENAMES.get(name, ""), _elsewhere(name, flagset)]
+    hint = "; ".join(h for h in hints if h) or _close(name, flagset)
+    return f"{what}; {hint}" if hint else what
 
 
 def _elsewhere(name: str, flagset: FlagSet) -> str:
@@ -170,6 +267,15 @@ def installed_version(python: str) -> tuple[str, str] | None:
     return (out[0], out[1]) if len(out) == 2 else None
 
 
+def target_vllm(python: str, *, may_run: bool = True) -> tuple[str, str] | None:
+    """(distribution, version) of the vLLM `python` runs, for the entry point (render.entry_for):
+    read in-process when `python` is this interpreter; another one is run (~0.1 s) only when
+    `may_run` (`launch --no-check` runs nothing before the server)."""
+    if not may_run and Path(python).resolve() != Path(sys.executable).resolve():
+        return None
+    return installed_version(python)
+
+
 def shipped_versions() -> list[str]:
     return sorted(p.stem.removeprefix("vllm-") for p in SHIPPED_DIR.glob("vllm-*.json"))
 
@@ -207,7 +313,10 @@ def for_installed(python: str) -> FlagSet | None:
     dist, version = found
     path = cache_dir() / f"{dist}-{version}.json"
     if path.is_file():
-        return FlagSet.from_json(json.loads(path.read_text()), "installed (cache)")
+        cached = json.loads(path.read_text())
+        # an older dumper's set lacks short aliases and hidden forms (dump_flags.py): re-learn it
+        if cached.get("format", 1) >= FORMAT:
+            return FlagSet.from_json(cached, "installed (cache)")
     ship = shipped(version)
     if ship is not None and (ship.dist, ship.version) == (dist, version):
         return FlagSet(ship.dist, ship.version, ship.flags, "installed (shipped set)")

@@ -8,6 +8,11 @@ ignores SIGTERM, a silent start). Standard library only, no vLLM: it starts in w
 Switches are read from argv and from the FAKE_VLLM environment variable (so a profile whose
 `python:` is tests/faults/fake-python runs it under the real launcher); vLLM's own flags in argv
 are accepted and ignored, except --port, --host, --model and --served-model-name.
+
+--engine-fails-to-start prints what vLLM 0.33 printed on a two-GPU start whose worker failed in
+memory profiling (a worker's exception, then "EngineCore failed to start.", the wording of
+v1/engine/core.py run_engine_core in 0.26 to 0.33) and then stays alive without serving, as
+vLLM's processes did there.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def parse(argv: list[str], environ: dict[str, str]) -> argparse.Namespace:
     p.add_argument("--silent-idle", action="store_true")
     p.add_argument("--spawn-engine", action="store_true")
     p.add_argument("--engine-ignores-sigterm", action="store_true")
+    p.add_argument("--engine-fails-to-start", action="store_true")
     switches = shlex.split(environ.get("FAKE_VLLM", ""))
     args, _ignored = p.parse_known_args(argv + switches)
     return args
@@ -61,9 +67,17 @@ class Log:
         self.proc = proc
 
     def info(self, msg: str, proc: str | None = None, pid: int | None = None) -> None:
+        self._emit("INFO", msg, proc, pid)
+
+    def error(self, msg: str, proc: str | None = None, pid: int | None = None) -> None:
+        # vLLM prefixes every line of a logged traceback, not only the first
+        for line in msg.splitlines():
+            self._emit("ERROR", line, proc, pid)
+
+    def _emit(self, level: str, msg: str, proc: str | None, pid: int | None) -> None:
         stamp = time.strftime("%m-%d %H:%M:%S")
         who = f"({proc or self.proc} pid={pid or os.getpid()}) "
-        print(f"{who}INFO {stamp} [fakeserver.py:1] {msg}", flush=True)
+        print(f"{who}{level} {stamp} [fakeserver.py:1] {msg}", flush=True)
 
     @staticmethod
     def raw(line: str) -> None:
@@ -226,6 +240,25 @@ def spawn_engine(ignore_sigterm: bool) -> int:
         time.sleep(3600)
 
 
+MEMORY_PROFILING = (
+    "Error in memory profiling. Initial free memory 12.10 GiB, current free memory 12.62 GiB. "
+    "This happens when other processes sharing the same container release GPU memory while vLLM "
+    "is profiling during initialization."
+)
+
+
+def engine_fails_to_start(log: Log, engine: int) -> None:
+    worker = f"Traceback (most recent call last):\nAssertionError: {MEMORY_PROFILING}"
+    log.error(f"WorkerProc hit an exception.\n{worker}", proc="Worker_TP1", pid=engine)
+    cause = f"RuntimeError: Worker failed with error '{MEMORY_PROFILING}', please check the stack "
+    log.error(
+        f"EngineCore failed to start.\nTraceback (most recent call last):\n{cause}trace above "
+        "for the root cause",
+        proc="EngineCore",
+        pid=engine,
+    )
+
+
 def burn(seconds: float) -> None:
     end = time.monotonic() + seconds
     x = 0
@@ -262,6 +295,10 @@ def main(argv: list[str] | None = None) -> None:
         log.file(args.print_file)
     if args.exit_before_ready is not None:
         _exit(args.exit_before_ready)
+    if args.engine_fails_to_start:
+        engine_fails_to_start(log, engine)
+        while True:  # vLLM's processes stayed alive: no exit, no port, no more output
+            time.sleep(3600)
 
     half = args.ready_after / 2
     time.sleep(half)

@@ -33,6 +33,19 @@ def test_crash_before_ready_exits_at_once_with_its_last_lines(tmp_path: Path) ->
                  "exited with code 3 before it was ready")  # fmt: skip
 
 
+def test_engine_failing_to_start_is_stopped_at_once_though_its_processes_stay(
+    tmp_path: Path,
+) -> None:
+    # vLLM 0.33 on two GPUs: a worker failed in memory profiling, "EngineCore failed to start."
+    # and the processes stayed alive; the launcher printed nothing for 282 s (hardening issue).
+    s = fake(tmp_path, "--engine-fails-to-start --spawn-engine")
+    t0 = time.monotonic()
+    line = expect_fault(s, "engine fails to start, processes alive (fake)", ExitCode.ENGINE_DIED,
+                        "the engine core (EngineCore) failed to start")  # fmt: skip
+    assert time.monotonic() - t0 < 20, "not stopped at once"
+    assert "AssertionError: Error in memory profiling" in line  # the root cause, the worker's
+
+
 def test_engine_exiting_0_after_ready_is_a_failure(tmp_path: Path) -> None:
     s = fake(tmp_path, "--exit-after-ready 1:0")
     s.wait_ready(30)
