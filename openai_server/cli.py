@@ -18,6 +18,7 @@ from . import loader, render
 from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
 from .clients import commands as clients_commands
 from .errors import NotReady, ServeError
+from .multicast import all_reduce
 from .preflight import commands as preflight_commands
 from .profile import BUILTIN_MODEL_PREFIX, Profile
 
@@ -60,7 +61,7 @@ def render_cmd(
 
     resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
     vllm = target_vllm(resolved.profile.python or sys.executable)
-    command = render.render(resolved.profile, python=sys.executable, vllm=vllm)
+    command = render.render(resolved.profile, python=sys.executable, vllm=vllm, environ=os.environ)
     if explain:
         _explain(resolved, render.entry_for(resolved.profile, vllm))
         return
@@ -89,6 +90,9 @@ def _explain(resolved: loader.Resolved, entry: render.Entry) -> None:
         shown = "(vLLM default)" if value is None else repr(value)
         table.add_row(key, shown, resolved.source_of(key))
     table.add_row("entry point", " ".join(["-m", entry.module, *entry.subcommand]), entry.why)
+    reduce = all_reduce(resolved.profile, os.environ)
+    shown = " ".join([*reduce.args, *(f"{k}={v}" for k, v in reduce.env.items())]) or "vLLM's own"
+    table.add_row("all-reduce", shown, reduce.why)
     Console(width=200).print(table)
 
 
@@ -250,7 +254,7 @@ def launch_cmd(
         tiny.ensure()
     # --no-check runs nothing before the server: another interpreter's vLLM stays unknown
     vllm = target_vllm(prof.python or sys.executable, may_run=not no_check)
-    command = render.render(prof, python=sys.executable, vllm=vllm)
+    command = render.render(prof, python=sys.executable, vllm=vllm, environ=os.environ)
     mode = Reporter.mode_for(log_format, verbose=verbose, tty=sys.stdout.isatty())
     log = log_file.open("a", buffering=1) if log_file else None
     ui = Reporter(mode, verbose=verbose, log_file=log)

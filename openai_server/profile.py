@@ -284,6 +284,12 @@ class Profile(Strict):
     enforce_eager: bool | None = Field(None, description="false = capture CUDA graphs")
     tensor_parallel_size: int | None = Field(None, ge=1, le=64)
     pipeline_parallel_size: int | None = Field(None, ge=1, le=64)
+    nvlink_multicast: bool | None = Field(
+        None,
+        description="with tensor/pipeline parallel: false renders all-reduce that needs no NVLink "
+        "multicast, true lets vLLM choose; default: false where NCCL_NVLS_ENABLE=0, "
+        "TORCH_SYMM_MEM_DISABLE_MULTICAST=1 or NVSHMEM_DISABLE_NVLS=1 is set (multicast.py)",
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="numpy's range (vLLM seeds it)")
     speculative_config: dict[str, Any] | None = Field(
         None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from . import tiny
 from .errors import ProfileError
 from .launch.command import Command
+from .multicast import all_reduce
 from .profile import BUILTIN_MODEL_PREFIX, BUILTIN_MODELS, Profile
 
 # The server's entry point depends on the target vLLM (see `entry_for`):
@@ -49,6 +50,7 @@ NOT_FLAGS = {
     "extra_args",
     "restart",
     "port",
+    "nvlink_multicast",  # serve's own: decides the all-reduce flags (multicast.py)
 }
 # vLLM reads the key from here when --api-key is absent (0.26 to 0.33).
 VLLM_API_KEY_VAR = "VLLM_API_KEY"
@@ -228,8 +230,11 @@ def check_extra_args(profile: Profile) -> None:
         raise ProfileError(lines[0] + more)
 
 
-def engine_args(profile: Profile, cache_dir: Path | None = None) -> list[str]:
-    """The engine and server flags, in profile field order, skipping unset (vLLM default) keys.
+def engine_args(
+    profile: Profile, cache_dir: Path | None = None, added: Sequence[str] = ()
+) -> list[str]:
+    """The engine and server flags, in profile field order, skipping unset (vLLM default) keys;
+    `added` (serve's own, e.g. the all-reduce flags) before extra_args, which come last.
     Raises ProfileError when extra_args contradict the profile."""
     check_extra_args(profile)
     args: list[str] = []
@@ -256,7 +261,7 @@ def engine_args(profile: Profile, cache_dir: Path | None = None) -> list[str]:
             "--override-generation-config",
             json.dumps(overrides, sort_keys=True, separators=(",", ":")),
         ]
-    return args + list(profile.extra_args)
+    return [*args, *added, *profile.extra_args]
 
 
 def sampling_overrides(profile: Profile) -> dict[str, Any]:
@@ -326,10 +331,14 @@ def render(
     python: str,
     cache_dir: Path | None = None,
     vllm: tuple[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Command:
     """The full command for the profile's server kind; `vllm` (distribution, version) of the
-    target vLLM picks the entry point (`entry_for`)."""
+    target vLLM picks the entry point (`entry_for`); `environ`, the environment the server will
+    start in, decides the all-reduce settings (`multicast.all_reduce`)."""
     interpreter = profile.python or python
-    argv = entry_for(profile, vllm).argv(interpreter, engine_args(profile, cache_dir))
+    reduce = all_reduce(profile, environ or {})
+    args = engine_args(profile, cache_dir, added=reduce.args)
+    argv = entry_for(profile, vllm).argv(interpreter, args)
     env_from = {VLLM_API_KEY_VAR: profile.api_key_env} if profile.api_key_env else {}
-    return Command(argv=argv, env=dict(profile.env), env_from=env_from)
+    return Command(argv=argv, env={**reduce.env, **profile.env}, env_from=env_from)

@@ -6,11 +6,13 @@ cache or the shipped sets, and nothing here imports torch or vLLM.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 
 from .. import render
 from ..errors import ProfileError
+from ..multicast import all_reduce
 from ..profile import Profile
 from . import flags, gpus, models
 from .rules import Facts, Report, evaluate
@@ -53,7 +55,8 @@ def gather(profile: Profile, target: Target, hardware: gpus.Hardware | None = No
     if hardware is None:
         hardware = gpus.planned(target.gpu) if target.gpu else gpus.detect()
     try:
-        argv = render.engine_args(profile)
+        # the flags launch adds for all-reduce are checked against the target vLLM too
+        argv = render.engine_args(profile, added=all_reduce(profile, os.environ).args)
     except ValueError as e:
         raise ProfileError(f"model: {e}") from None
     checks_port = target.check_port and not hardware.planned
