@@ -17,6 +17,7 @@ import typer
 from . import loader, render
 from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
 from .clients import commands as clients_commands
+from .deploy import commands as deploy_commands
 from .errors import NotReady, ServeError
 from .multicast import all_reduce
 from .preflight import commands as preflight_commands
@@ -284,6 +285,7 @@ app.command("profiles")(handles_errors(profiles_cmd))
 app.command("schema")(handles_errors(schema_cmd))
 app.command("check")(handles_errors(preflight_commands.check_cmd))
 app.command("probe")(handles_errors(probe_cmd))
+app.command("deploy")(handles_errors(deploy_commands.deploy_cmd))
 app.command("launch")(handles_errors(launch_cmd))
 app.command("smoke")(handles_errors(clients_commands.smoke_cmd))
 app.command("chat")(handles_errors(clients_commands.chat_cmd))

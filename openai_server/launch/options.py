@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ProfileError
-from .readiness import base_url_for
 from .restart import RestartPolicy
 
 if TYPE_CHECKING:
@@ -58,7 +57,10 @@ class LaunchOptions:
         ready_file: Path | None = None,
     ) -> LaunchOptions:
         """The options for launching `profile`; ProfileError when its API key variable is unset."""
+        # here, not at the top: readiness imports httpx, and the fast commands (deploy's
+        # budgets) import this module for Timing
         from ..render import model_path
+        from .readiness import base_url_for
 
         timing = timing or Timing()
         api_key = None

@@ -1,0 +1,90 @@
+"""A docker compose file for one profile: one service on serve's image. Pure: data in, data out.
+
+The service runs the image's entrypoint (`serve launch --profile $PROFILE`), so phases, the
+one-line diagnosed failure and the exit codes reach `docker compose logs`. The validated profile
+is written next to the compose file and mounted read-only; secrets are passed through from the
+deployer's environment by name (`${VAR}`), never written into either file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ..launch.options import Timing
+from ..profile import Profile
+from .budgets import gpus_needed, shm_size, start_budget_s, stop_grace_s
+
+DEFAULT_IMAGE = "serve:latest"  # `docker build -t serve .` in this repository
+PROFILE_FILE = "profile.yaml"
+PROFILE_IN_CONTAINER = "/etc/serve/profile.yaml"
+# The image sets HF_HOME here; weights survive a restart only on a volume (vLLM 15862).
+HF_CACHE = "/root/.cache/huggingface"
+# vLLM's torch.compile and kernel caches (VLLM_CACHE_ROOT's default): a warm start was 3.3x faster
+# than a cold one on an H100 (docs/vllm-facts.md).
+VLLM_CACHE = "/root/.cache/vllm"
+# Optional in the server's environment: gated models need it, the rest do not.
+OPTIONAL_SECRETS = ("HF_TOKEN",)
+
+
+def profile_yaml(profile: Profile) -> str:
+    """The validated profile as a self-contained file (its `extends` resolved, defaults omitted)."""
+    data = profile.model_dump(mode="json", exclude_defaults=True, exclude={"extends"})
+    header = "# rendered by `serve deploy` from a validated profile; edit the source profile\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def environment(profile: Profile) -> dict[str, str]:
+    env = {"PROFILE": PROFILE_IN_CONTAINER, "SERVE_HOST": "0.0.0.0"}
+    if profile.api_key_env:
+        # required: compose refuses to start without it instead of serving with no key
+        key = profile.api_key_env
+        env[key] = f"${{{key}:?set {key} in the environment or an env file}}"
+    for name in OPTIONAL_SECRETS:
+        env.setdefault(name, f"${{{name}:-}}")
+    return env
+
+
+def compose_file(
+    profile: Profile, *, image: str = DEFAULT_IMAGE, timing: Timing | None = None
+) -> dict[str, Any]:
+    timing = timing or Timing()
+    port = profile.effective_port
+    service: dict[str, Any] = {
+        "image": image,
+        "environment": environment(profile),
+        "ports": [f"{port}:{port}"],
+        "volumes": [
+            f"./{PROFILE_FILE}:{PROFILE_IN_CONTAINER}:ro",
+            f"huggingface:{HF_CACHE}",
+            f"vllm-cache:{VLLM_CACHE}",
+        ],
+        "shm_size": shm_size(profile),
+        "healthcheck": {
+            "test": ["CMD", "serve", "probe", "--profile", PROFILE_IN_CONTAINER],
+            "interval": "15s",
+            "timeout": "5s",
+            "retries": 3,
+            "start_period": f"{start_budget_s(timing)}s",
+        },
+        "stop_grace_period": f"{stop_grace_s(profile, timing)}s",
+        # the launcher applies the profile's restart policy inside the container, with its limit
+        # and its never-retried failures; a container restart on top would retry those forever
+        "restart": "unless-stopped" if profile.restart == "always" else "no",
+    }
+    if gpus := gpus_needed(profile):
+        service["deploy"] = {
+            "resources": {
+                "reservations": {
+                    "devices": [{"driver": "nvidia", "count": gpus, "capabilities": ["gpu"]}]
+                }
+            }
+        }
+    return {"services": {"serve": service}, "volumes": {"huggingface": {}, "vllm-cache": {}}}
+
+
+def render(profile: Profile, *, image: str = DEFAULT_IMAGE) -> dict[str, str]:
+    """File name -> text, for `serve deploy --target compose`."""
+    text = yaml.safe_dump(compose_file(profile, image=image), sort_keys=False)
+    return {"compose.yaml": text, PROFILE_FILE: profile_yaml(profile)}
