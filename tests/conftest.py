@@ -59,6 +59,13 @@ def modules_loaded_by(code: str, prefix: str = "") -> list[str]:
     return list(eval(out.stdout.strip().splitlines()[-1]))
 
 
+def ecosystem_validator(tool: str, *args: str) -> None:
+    """Run an ecosystem's own validator (installed in this venv) and require it to pass."""
+    exe = Path(sys.executable).with_name(tool)
+    out = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def vllm_installed() -> bool:
     import importlib.util
 

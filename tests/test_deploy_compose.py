@@ -3,8 +3,6 @@ own JSON schema (check-jsonschema's vendored copy), numbers read back, golden fi
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,19 +13,15 @@ from openai_server import loader
 from openai_server.cli import app
 from openai_server.deploy import budgets, compose
 from openai_server.launch.options import Timing
+from tests.conftest import ecosystem_validator
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "examples" / "deploy" / "compose"
 GOLDEN_PROFILES = ("phi3-t4", "h100-tp2")
-CHECK = Path(sys.executable).with_name("check-jsonschema")
 
 
 def validate_compose(path: Path) -> None:
-    out = subprocess.run(
-        [str(CHECK), "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
+    ecosystem_validator("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path))
 
 
 @pytest.mark.parametrize("name", loader.builtin_names())
