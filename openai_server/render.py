@@ -234,9 +234,9 @@ def engine_args(
     profile: Profile, cache_dir: Path | None = None, added: Sequence[str] = ()
 ) -> list[str]:
     """The engine and server flags, in profile field order, skipping unset (vLLM default) keys;
-    `added` (serve's own, e.g. the all-reduce flags) before extra_args, which come last.
-    Raises ProfileError when extra_args contradict the profile."""
-    check_extra_args(profile)
+    `added` (serve's own, e.g. the all-reduce flags) before extra_args, which come last. A
+    profile whose extra_args contradict it never gets here: loader.validate refuses it
+    (check_extra_args)."""
     args: list[str] = []
     values = profile.model_dump()
     for key in Profile.model_fields:

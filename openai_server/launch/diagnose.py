@@ -475,10 +475,10 @@ def _root_cause(log: _Log, at: int) -> str | None:
     (then the last one printed before it: a worker's, printed first)."""
     after = next((m for ln in log.lines[at + 1 :] if (m := _EXCEPTION.search(ln))), None)
     if after is not None and not _WRAPPER.search(after[2]):
-        return f"{after[1].rsplit('.', 1)[-1]}: {after[2]}"[:300]
+        return _exception_text(after)
     before = _root_exception(log, at)
     if before is None and after is not None:
-        return f"{after[1].rsplit('.', 1)[-1]}: {after[2]}"[:300]
+        return _exception_text(after)
     return before
 
 
@@ -486,8 +486,13 @@ def _root_exception(log: _Log, before: int) -> str | None:
     """The last `SomeError: message` printed before the API server's own error."""
     for line in reversed(log.lines[:before]):
         if (m := _EXCEPTION.search(line)) and "Engine core initialization" not in m[2]:
-            return f"{m[1].rsplit('.', 1)[-1]}: {m[2]}"[:300]
+            return _exception_text(m)
     return None
+
+
+def _exception_text(m: re.Match[str]) -> str:
+    """`pkg.mod.SomeError: message` (an _EXCEPTION match) -> `SomeError: message`, bounded."""
+    return f"{m[1].rsplit('.', 1)[-1]}: {m[2]}"[:300]
 
 
 SIGNATURES: tuple[Matcher, ...] = (

@@ -142,9 +142,7 @@ class Run:
         code = self.server.poll()
         if code is None:
             return None
-        when = "after it was ready" if after_ready else "before it was ready"
-        cls = DiedAfterReady if after_ready else StartFailed
-        return explain(cls(f"the server exited with code {code} {when}"), self.server, self.opts)
+        return self._failed(f"the server exited with code {code}", after_ready)
 
     def _fatal_logged(self, after_ready: bool) -> StartFailed | None:
         """vLLM said its engine failed to start or died, and its processes may never exit (a
@@ -152,10 +150,13 @@ class Run:
         if self.fatal is None or time.monotonic() - self.fatal[0] < FATAL_SETTLE:
             return None
         said = self.fatal[1].rsplit("] ", 1)[-1]
+        return self._failed(f"vLLM logged {said!r}", after_ready, ExitCode.ENGINE_DIED)
+
+    def _failed(self, what: str, after_ready: bool, code: ExitCode | None = None) -> StartFailed:
+        """The failure of this run, diagnosed from its output."""
         when = "after it was ready" if after_ready else "before it was ready"
         cls = DiedAfterReady if after_ready else StartFailed
-        failure = cls(f"vLLM logged {said!r} {when}", code=ExitCode.ENGINE_DIED)
-        return explain(failure, self.server, self.opts)
+        return explain(cls(f"{what} {when}", code=code), self.server, self.opts)
 
     def wait_ready(self, stop: StopRequest) -> float:
         opts, timing = self.opts, self.opts.timing
