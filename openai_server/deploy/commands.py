@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,20 +13,39 @@ from ..cli_common import ProfileOpt, SetOpt, profile_ref
 from ..errors import RefusedError
 from ..preflight import gpus
 from ..preflight.check import Target, run
-from . import compose, k8s
+from ..profile import Profile
+from . import compose, hf_endpoint, hf_space, k8s, skyserve
+from .accelerators import Choice, choose
+from .budgets import gpus_needed
 
 # The vLLM of the image `serve deploy` targets (Dockerfile: vllm/vllm-openai:v0.26.0).
 IMAGE_VLLM = "0.26"
+TargetName = Literal["compose", "k8s", "hf-space", "hf-endpoint", "skyserve"]
+# Targets that rent a machine by its GPU kind, so the files must name one.
+RENTED: dict[str, Callable[[int], list[str]]] = {
+    "hf-space": lambda count: list(hf_space.HARDWARE) if count == 1 else [],
+    "hf-endpoint": hf_endpoint.offers,
+    "skyserve": lambda count: list(skyserve.ACCELERATORS),
+}
+NEXT = {
+    "compose": "docker compose -f {out}/compose.yaml up -d",
+    "k8s": "kubectl apply -f {out}/serve.yaml",
+    "hf-space": "push {out} to a Space repository (git or `hf upload --repo-type space`)",
+    "hf-endpoint": "cd {out} && python apply.py",
+    "skyserve": "sky serve up {out}/service.yaml",
+}
 
 
 def deploy_cmd(
     profile: ProfileOpt = None,
     set_: SetOpt = None,
     target: Annotated[
-        Literal["compose", "k8s"],
+        TargetName,
         typer.Option(
-            help="compose: compose.yaml + profile.yaml; k8s: ConfigMap, PVC, Deployment, "
-            "Service in serve.yaml"
+            help="compose: compose.yaml + profile.yaml; k8s: serve.yaml (ConfigMap, PVC, "
+            "Deployment, Service); hf-space: README.md + Dockerfile + profile.yaml of a Docker "
+            "Space; hf-endpoint: endpoint.json + apply.py (create_inference_endpoint); "
+            "skyserve: service.yaml"
         ),
     ] = "compose",
     out: Annotated[Path, typer.Option("--out", "-o", help="directory to write into")] = Path(
@@ -33,9 +53,14 @@ def deploy_cmd(
     ),
     gpu: Annotated[
         str | None,
-        typer.Option(help="the target host's GPUs, NAME[:COUNT] (else GPU checks are skipped)"),
+        typer.Option(
+            help="the target's GPUs, NAME[:COUNT]; compose/k8s: else GPU checks are skipped; "
+            "hf-*/skyserve: else the smallest GPU the target rents that the profile fits"
+        ),
     ] = None,
-    image: Annotated[str, typer.Option(help="serve's image")] = compose.DEFAULT_IMAGE,
+    image: Annotated[
+        str, typer.Option(help="serve's image (a registry path for hf-* and skyserve)")
+    ] = compose.DEFAULT_IMAGE,
     vllm_version: Annotated[
         str, typer.Option(help="the vLLM release in that image (flags are checked against it)")
     ] = IMAGE_VLLM,
@@ -48,29 +73,78 @@ def deploy_cmd(
     node_selector: Annotated[
         list[str] | None, typer.Option(help="k8s: KEY=VALUE for the pod's nodeSelector; repeatable")
     ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="hf-endpoint: the endpoint's name (else the model's)")
+    ] = None,
+    repository: Annotated[
+        str | None, typer.Option(help="hf-endpoint: the Hub repository (else the model)")
+    ] = None,
+    vendor: Annotated[str | None, typer.Option(help="hf-endpoint: aws, gcp, ...")] = None,
+    region: Annotated[str | None, typer.Option(help="hf-endpoint: e.g. us-east-1")] = None,
+    instance_type: Annotated[
+        str | None, typer.Option(help="hf-endpoint: e.g. nvidia-l4 (else from the GPU)")
+    ] = None,
+    min_replicas: Annotated[
+        int, typer.Option(min=0, help="hf-endpoint, skyserve: replicas at least")
+    ] = 1,
+    max_replicas: Annotated[
+        int | None, typer.Option(min=1, help="hf-endpoint, skyserve: replicas at most")
+    ] = None,
+    target_qps: Annotated[
+        float | None, typer.Option(min=0.01, help="skyserve: requests/s per replica to scale on")
+    ] = None,
 ) -> None:
     """Render deployment files for a profile (after the same preflight as launch)."""
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
-    hardware = None if gpu else gpus.Hardware((), "none")
-    report = run(prof, Target(gpu=gpu, vllm_version=vllm_version, check_port=False), hardware)
+    rented = target in RENTED
+    if target == "hf-space":
+        hf_space.refuse_unrunnable(prof)
+    hardware = None if gpu and not rented else gpus.Hardware((), "none")
+    report = run(prof, Target(gpu=None if rented else gpu, vllm_version=vllm_version,
+                              check_port=False), hardware)  # fmt: skip
     refused = [c for c in report.checks if c.status == "refused"]
     if refused:
         fix = f"; fix: {refused[0].fix}" if refused[0].fix else ""
         raise RefusedError(f"deploy: {refused[0].reason}{fix}")
+    choice = None
+    if rented:
+        offers = RENTED[target](gpus_needed(prof))
+        choice = choose(prof, offers, target=target, gpu_spec=gpu, vllm_version=vllm_version)
+        print(f"serve: deploy: {choice.note}")
+    files = _render(prof, target, choice, image=image, existing_claim=existing_claim,
+                    runtime_class=runtime_class, node_selector=node_selector, name=name,
+                    repository=repository, vendor=vendor, region=region,
+                    instance_type=instance_type, min_replicas=min_replicas,
+                    max_replicas=max_replicas, target_qps=target_qps)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    for file, text in files.items():
+        (out / file).write_text(text)
+        print(f"wrote {out / file}")
+    print("next: " + NEXT[target].format(out=out))
+
+
+def _render(prof: Profile, target: str, choice: Choice | None, *, image: str,
+            existing_claim: str | None, runtime_class: str | None,
+            node_selector: list[str] | None, name: str | None, repository: str | None,
+            vendor: str | None, region: str | None, instance_type: str | None,
+            min_replicas: int, max_replicas: int | None,
+            target_qps: float | None) -> dict[str, str]:  # fmt: skip
     if target == "compose":
-        files = compose.render(prof, image=image)
-    else:
+        return compose.render(prof, image=image)
+    if target == "k8s":
         pairs = [item.partition("=") for item in node_selector or []]
         if any(not key or not eq for key, eq, _ in pairs):
             raise typer.BadParameter("give KEY=VALUE", param_hint="'--node-selector'")
         selector = {key: value for key, _, value in pairs}
-        files = k8s.render(prof, image=image, existing_claim=existing_claim,
-                           runtime_class=runtime_class, node_selector=selector)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (out / name).write_text(text)
-        print(f"wrote {out / name}")
-    if target == "compose":
-        print(f"next: docker compose -f {out / 'compose.yaml'} up -d")
-    else:
-        print(f"next: kubectl apply -f {out / 'serve.yaml'}")
+        return k8s.render(prof, image=image, existing_claim=existing_claim,
+                          runtime_class=runtime_class, node_selector=selector)  # fmt: skip
+    assert choice is not None
+    if target == "hf-space":
+        return hf_space.render(prof, choice, image=image)
+    if target == "hf-endpoint":
+        return hf_endpoint.render(prof, choice, image=image, name=name, repository=repository,
+                                  vendor=vendor, region=region, instance_type=instance_type,
+                                  min_replica=min_replicas,
+                                  max_replica=max(max_replicas or 1, min_replicas, 1))  # fmt: skip
+    return skyserve.render(prof, choice, image=image, min_replicas=min_replicas,
+                           max_replicas=max_replicas, target_qps=target_qps)  # fmt: skip

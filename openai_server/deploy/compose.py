@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from ..launch.options import Timing
 from ..profile import Profile
+from . import yamlout
 from .budgets import gpus_needed, shm_size, start_budget_s, stop_grace_s
 
-DEFAULT_IMAGE = "serve:latest"  # `docker build -t serve .` in this repository
+# `docker build -t serve:0.1.0 .` in this repository; a tag, not `latest`, so that a restart on
+# another node runs the same image (a test keeps it equal to the version in pyproject.toml)
+DEFAULT_IMAGE = "serve:0.1.0"
 PROFILE_FILE = "profile.yaml"
 PROFILE_IN_CONTAINER = "/etc/serve/profile.yaml"
 # The image sets HF_HOME here; weights survive a restart only on a volume (vLLM 15862).
@@ -32,7 +33,7 @@ def profile_yaml(profile: Profile) -> str:
     """The validated profile as a self-contained file (its `extends` resolved, defaults omitted)."""
     data = profile.model_dump(mode="json", exclude_defaults=True, exclude={"extends"})
     header = "# rendered by `serve deploy` from a validated profile; edit the source profile\n"
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return header + yamlout.dump(data)
 
 
 def environment(profile: Profile) -> dict[str, str]:
@@ -86,5 +87,5 @@ def compose_file(
 
 def render(profile: Profile, *, image: str = DEFAULT_IMAGE) -> dict[str, str]:
     """File name -> text, for `serve deploy --target compose`."""
-    text = yaml.safe_dump(compose_file(profile, image=image), sort_keys=False)
+    text = yamlout.dump(compose_file(profile, image=image))
     return {"compose.yaml": text, PROFILE_FILE: profile_yaml(profile)}

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from ..launch.options import Timing
 from ..profile import Profile
+from . import yamlout
 from .budgets import gpus_needed, shm_size, start_budget_s, stop_grace_s
-from .compose import HF_CACHE, OPTIONAL_SECRETS, PROFILE_IN_CONTAINER, VLLM_CACHE, profile_yaml
+from .compose import (
+    DEFAULT_IMAGE,
+    HF_CACHE,
+    OPTIONAL_SECRETS,
+    PROFILE_IN_CONTAINER,
+    VLLM_CACHE,
+    profile_yaml,
+)
 
 KUBERNETES_VERSION = "1.30.0"  # the oldest release the rendered objects are validated against
 PERIOD_S = 10
@@ -55,7 +61,7 @@ def objects(
     profile: Profile,
     *,
     name: str = "serve",
-    image: str = "serve:latest",
+    image: str = DEFAULT_IMAGE,
     existing_claim: str | None = None,
     runtime_class: str | None = None,
     node_selector: dict[str, str] | None = None,
@@ -98,7 +104,7 @@ def objects(
         # runs under is no privilege escalation, no capabilities and the runtime's seccomp profile
         "securityContext": {
             "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
+            "capabilities": {"drop": ["ALL"], **_bind_low_port(port)},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
@@ -164,6 +170,12 @@ def objects(
     return out
 
 
+def _bind_low_port(port: int) -> dict[str, list[str]]:
+    """A port below 1024 needs NET_BIND_SERVICE once every capability is dropped; the one
+    capability is added back rather than refusing the port."""
+    return {"add": ["NET_BIND_SERVICE"]} if port < 1024 else {}
+
+
 def _gi(size: str) -> str:
     """budgets' `16gb` -> Kubernetes' `16Gi`."""
     return size.removesuffix("gb") + "Gi"
@@ -171,4 +183,4 @@ def _gi(size: str) -> str:
 
 def render(profile: Profile, **options: Any) -> dict[str, str]:
     """File name -> text, for `serve deploy --target k8s` (options: see `objects`)."""
-    return {"serve.yaml": yaml.safe_dump_all(objects(profile, **options), sort_keys=False)}
+    return {"serve.yaml": yamlout.dump_all(objects(profile, **options))}

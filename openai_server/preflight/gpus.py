@@ -84,8 +84,18 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+def find(name: str) -> CatalogEntry | None:
+    """The catalog entry that NAME (any accepted spelling, case and punctuation ignored) names."""
+    return next((e for e in CATALOG if _norm(name) in {_norm(n) for n in e.names}), None)
+
+
+def short_name(entry: CatalogEntry) -> str:
+    """The name `--gpu` is usually written with ("A100-80" for "NVIDIA A100 80GB")."""
+    return entry.names[1] if len(entry.names) > 1 else entry.names[0]
+
+
 def catalog_names() -> list[str]:
-    return [e.names[1] if len(e.names) > 1 else e.names[0] for e in CATALOG]
+    return [short_name(e) for e in CATALOG]
 
 
 def planned(spec: str) -> Hardware:
@@ -97,7 +107,7 @@ def planned(spec: str) -> Hardware:
         count = 0
     if count < 1:
         raise ProfileError(f"--gpu {spec}: COUNT must be a positive integer (e.g. --gpu A100-80:2)")
-    entry = next((e for e in CATALOG if _norm(name) in {_norm(n) for n in e.names}), None)
+    entry = find(name)
     if entry is None:
         raise ProfileError(f"--gpu {spec}: unknown GPU; known: {', '.join(catalog_names())}")
     gpu = Gpu(entry.names[0], int(entry.total_gib * GiB), entry.cc)
