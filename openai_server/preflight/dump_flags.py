@@ -13,8 +13,16 @@ with the parser and then drops them from the action's `option_strings` to hide t
 (vllm/utils/argparse_utils.py at v0.33.0: EnableDisableAction, _register_action), and 0.33 still
 accepts them.
 
+The names `--tool-call-parser` and `--reasoning-parser` accept (vLLM checks them after parsing,
+against ToolParserManager / ReasoningParserManager.list_registered(), plugins aside) are recorded
+too, as `tool_call_parsers` / `reasoning_parsers`, from the live registries: null where a registry
+cannot be read. The managers live in vllm.tool_parsers and vllm.reasoning (0.26 to 0.33), the tool
+one in vllm.entrypoints.openai.tool_parsers before; releases without `list_registered` are read
+from the registry's dicts.
+
 The shipped sets (flagsets/) are this script's output, run with PYTHONPATH set to the Python
-sources of each release's wheel from PyPI (vLLM builds its parser from Python alone).
+sources of each release's wheel from PyPI (vLLM builds its parser from Python alone); their
+parser lists come from dump_parsers.py, which reads the same registrations from those sources.
 """
 
 import importlib
@@ -28,6 +36,16 @@ PARSER_MODULES = (
     "vllm.entrypoints.common.cli_args",  # 0.33
     "vllm.entrypoints.launchers.cli_args",  # 0.32
     "vllm.entrypoints.openai.cli_args",  # 0.26
+)
+# (key in the output, the manager's modules newest first, the manager's class, its eager dict)
+REGISTRIES = (
+    (
+        "tool_call_parsers",
+        ("vllm.tool_parsers", "vllm.entrypoints.openai.tool_parsers"),
+        "ToolParserManager",
+        "tool_parsers",
+    ),
+    ("reasoning_parsers", ("vllm.reasoning",), "ReasoningParserManager", "reasoning_parsers"),
 )
 
 
@@ -67,12 +85,32 @@ def option_table(parser: Any) -> dict[str, dict[str, Any]]:
     return dict(sorted(flags.items()))
 
 
+def registered(modules: tuple[str, ...], manager: str, eager: str) -> list[str] | None:
+    """The names a parser manager knows, eager and lazy; None where it cannot be read."""
+    for module in modules:
+        try:
+            cls = getattr(importlib.import_module(module), manager)
+        except Exception:  # absent in this release, or fails to import: try the next place
+            continue
+        try:
+            if hasattr(cls, "list_registered"):
+                return sorted(str(n) for n in cls.list_registered())
+            names = set(getattr(cls, eager, {})) | set(getattr(cls, "lazy_parsers", {}))
+            return sorted(str(n) for n in names)
+        except Exception:
+            return None
+    return None
+
+
 def main() -> None:
     flags = option_table(make_parser())
     dist, version = installed()
+    out: dict[str, Any] = {"dist": dist, "version": version, "format": FORMAT, "flags": flags}
+    for key, modules, manager, eager in REGISTRIES:
+        out[key] = registered(modules, manager, eager)
     # Some releases log to stdout while importing (0.30): the JSON is the last line, on its own.
     sys.stdout.write("\n")
-    json.dump({"dist": dist, "version": version, "format": FORMAT, "flags": flags}, sys.stdout)
+    json.dump(out, sys.stdout)
 
 
 main()

@@ -5,7 +5,8 @@ installed vLLM is learned once per (distribution, version), by running `dump_fla
 interpreter that will run the server, and cached under <cache>/vllm-flags/. The flag sets of the
 releases we support also ship in `flagsets/`, so a check works where vLLM is not installed
 (`serve check --vllm-version 0.26`). The installed version is read with importlib.metadata in that
-interpreter: milliseconds, no vLLM import.
+interpreter: milliseconds, no vLLM import. A set also records the names --tool-call-parser and
+--reasoning-parser accept (`tool_call_parsers`, `reasoning_parsers`; absent from older cache files).
 
 Exact matching on purpose: vLLM's parser accepts unambiguous prefixes of flags (argparse
 abbreviations), so a typo that happens to be a prefix starts silently with some other meaning
@@ -22,7 +23,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,10 @@ class FlagSet:
     version: str
     flags: dict[str, Flag]
     source: str  # "installed (cache)", "installed (introspected)", "shipped"
+    # The names --tool-call-parser / --reasoning-parser accept (vLLM's registries, plugins aside);
+    # None where the set does not record them (a cache file of an older dump_flags.py).
+    tool_call_parsers: frozenset[str] | None = None
+    reasoning_parsers: frozenset[str] | None = None
 
     @property
     def label(self) -> str:
@@ -85,7 +90,14 @@ class FlagSet:
             )
             for name, f in data["flags"].items()
         }
-        return cls(str(data["dist"]), str(data["version"]), flags, source)
+        return cls(
+            str(data["dist"]),
+            str(data["version"]),
+            flags,
+            source,
+            tool_call_parsers=_names(data.get("tool_call_parsers")),
+            reasoning_parsers=_names(data.get("reasoning_parsers")),
+        )
 
     def resolve(self, token: str) -> list[str]:
         """The option strings vLLM's parser matches `token` to: [its own name], or the flags it
@@ -102,6 +114,10 @@ class FlagSet:
         if not token.startswith("--") and len(token) > 2 and token[:2] in self.flags:
             found.append(token[:2])  # a one-letter option with its value attached: -qfp8
         return sorted(found)
+
+
+def _names(value: Any) -> frozenset[str] | None:
+    return None if value is None else frozenset(str(v) for v in value)
 
 
 # ---------------------------------------------------------------- checking (pure)
@@ -319,7 +335,7 @@ def for_installed(python: str) -> FlagSet | None:
             return FlagSet.from_json(cached, "installed (cache)")
     ship = shipped(version)
     if ship is not None and (ship.dist, ship.version) == (dist, version):
-        return FlagSet(ship.dist, ship.version, ship.flags, "installed (shipped set)")
+        return replace(ship, source="installed (shipped set)")
     # minutes on a busy machine: say why nothing happens (once per vLLM version)
     print(f"serve: learning the flags of {dist} {version} (once per version)", file=sys.stderr)
     data = introspect(python)
