@@ -358,7 +358,7 @@ def _one_line(err: Mapping[str, Any], sources: dict[str, str], fallback: str) ->
     if err["type"] == "missing":
         return f"{origin}: {key}: required key is missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    secret = loc[0] == "env" and len(loc) > 1 and is_secret_name(loc[1])
+    secret = len(loc) > 1 and loc[0] == "env" and is_secret_name(loc[1])
     if err["type"] in UNECHOED_ERRORS or "key" in ctx or secret:
         # never repeat a value that may be a secret: not even in a `--set KEY=VALUE` origin
         return f"{origin.partition('=')[0]}: {key}: {msg}"

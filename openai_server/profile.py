@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
@@ -51,6 +51,11 @@ BUILTIN_MODEL_PREFIX = "builtin:"
 # The models serve generates itself (tiny/), by name: here, so that the profile can refuse an
 # unknown one without importing the generator (render maps each name to its directory).
 BUILTIN_MODELS = frozenset({"tiny-phi3"})
+# Keys vLLM's OpenAI server renders and the custom server (our /generate) has no use for.
+OPENAI_SERVER_FEATURES = ("enable_auto_tool_choice", "tool_call_parser", "reasoning_parser",
+                          "lora_modules")  # fmt: skip
+# LoRA adapters serve generates for them (tiny/adapter.py), by name, as `builtin:NAME`.
+BUILTIN_ADAPTERS = frozenset({"tiny-phi3-lora"})
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # ---------------------------------------------------------------- strings that reach vLLM
@@ -157,6 +162,17 @@ def _served_name(v: str) -> str:
 
 
 ServedName = Annotated[FlagValue, AfterValidator(_served_name)]
+
+
+def _adapter_known(v: str) -> str:
+    name = v.removeprefix(BUILTIN_MODEL_PREFIX)
+    if v.startswith(BUILTIN_MODEL_PREFIX) and name not in BUILTIN_ADAPTERS:
+        known = ", ".join(BUILTIN_MODEL_PREFIX + name for name in sorted(BUILTIN_ADAPTERS))
+        raise ValueError(f"unknown built-in adapter; built-in: {known}")
+    return v
+
+
+AdapterSource = Annotated[FlagValue, AfterValidator(_adapter_known)]
 
 
 def _builtin_known(v: str) -> str:
@@ -295,6 +311,11 @@ class Profile(Strict):
         None,
         description="vLLM's --speculative-config, e.g. {method: ngram, num_speculative_tokens: 4}",
     )
+    structured_outputs_config: dict[str, Any] | None = Field(
+        None,
+        description="vLLM's --structured-outputs-config (named tool_choice, response_format), e.g. "
+        "{backend: xgrammar, disable_any_whitespace: true}",
+    )
     shutdown_timeout: int | None = Field(
         None, ge=0, le=3600, description="seconds vLLM drains in-flight requests on SIGTERM"
     )
@@ -302,6 +323,45 @@ class Profile(Strict):
         None, description="a template file or an inline Jinja template"
     )
     download_dir: FlagValue | None = None
+    generation_config: FlagValue | None = Field(
+        None,
+        description="auto: the model's generation_config.json (vLLM's default), vllm: vLLM's own "
+        "defaults, or a directory holding a generation_config.json",
+    )
+
+    # --- features users configure most (README: "Tool calling, reasoning, LoRA") ---
+    enable_auto_tool_choice: bool | None = Field(
+        None, description="the model may call tools on its own (tool_choice: auto); needs "
+        "tool_call_parser",
+    )  # fmt: skip
+    tool_call_parser: FlagValue | None = Field(
+        None, description="how vLLM reads tool calls in the model's output (hermes, llama3_json, "
+        "mistral, ...); named tool_choice needs one too; `serve check` knows each vLLM's names",
+    )  # fmt: skip
+    reasoning_parser: FlagValue | None = Field(
+        None, description="splits the model's reasoning into `reasoning` (deepseek_r1, qwen3, "
+        "...); `serve check` knows each vLLM's names",
+    )  # fmt: skip
+    enable_lora: bool | None = Field(
+        None, description="serve LoRA adapters; lora_modules implies it"
+    )
+    lora_modules: dict[ServedName, AdapterSource] | None = Field(
+        None, description="adapter name (the `model` clients send) -> a local PEFT adapter "
+        "directory, a Hub id, or builtin:tiny-phi3-lora",
+    )  # fmt: skip
+    max_loras: int | None = Field(
+        None, ge=1, le=1024, description="adapters in one batch (vLLM: 1)"
+    )
+    max_lora_rank: int | None = Field(
+        None, ge=1, description="the largest adapter rank served (vLLM: 16; 8, 16, 32, 64, ...)"
+    )
+    max_cpu_loras: int | None = Field(
+        None, ge=1, description="adapters cached in CPU memory (vLLM: max_loras)"
+    )
+    allow_runtime_lora_updating: bool | None = Field(
+        None, description="load and unload adapters at run time (/v1/load_lora_adapter); sets "
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING for the server",
+    )  # fmt: skip
 
     sampling: Sampling = Field(default_factory=Sampling)
 
@@ -382,11 +442,47 @@ class Profile(Strict):
                 raise _secret_error(fix, what=f"item {i} looks like a Hugging Face token: ")
         return v
 
-    @field_validator("speculative_config")
+    @field_validator("speculative_config", "structured_outputs_config")
     @classmethod
     def _json_for_vllm(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         _check_json(v, "")
         return v
+
+    @model_validator(mode="after")
+    def _features_together(self) -> Profile:
+        # vLLM refuses these at start (cli_args.validate_parsed_serve_args, LoRAConfig), minutes in
+        if self.enable_auto_tool_choice and not self.tool_call_parser:
+            raise PydanticCustomError(
+                "feature",
+                "needs tool_call_parser (e.g. hermes)",
+                {"key": "enable_auto_tool_choice"},
+            )
+        if self.lora_modules and self.enable_lora is False:
+            raise PydanticCustomError(
+                "feature", "adapters with enable_lora: false; remove one of them",
+                {"key": "lora_modules"},
+            )  # fmt: skip
+        if self.lora_modules and self.model_id in self.lora_modules:
+            raise PydanticCustomError(
+                "feature", "{name!r} is the base model's own name; name the adapter otherwise",
+                {"name": self.model_id, "key": "lora_modules"},
+            )  # fmt: skip
+        openai_only = [k for k in OPENAI_SERVER_FEATURES if getattr(self, k)]
+        if self.server == "custom" and openai_only:
+            raise PydanticCustomError(
+                "feature", "vLLM's OpenAI server has it, the custom server (/generate) does not; "
+                "use server: openai", {"key": openai_only[0]},
+            )  # fmt: skip
+        if self.max_cpu_loras and self.max_cpu_loras < (self.max_loras or 1):
+            raise PydanticCustomError(
+                "feature", "{cpu} is below max_loras ({gpu}); vLLM refuses it",
+                {"cpu": self.max_cpu_loras, "gpu": self.max_loras or 1, "key": "max_cpu_loras"},
+            )  # fmt: skip
+        return self
+
+    @property
+    def lora_enabled(self) -> bool:
+        return bool(self.enable_lora or (self.lora_modules and self.enable_lora is None))
 
     @property
     def effective_port(self) -> int:

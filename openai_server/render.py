@@ -23,7 +23,7 @@ from . import tiny
 from .errors import ProfileError
 from .launch.command import Command
 from .multicast import all_reduce
-from .profile import BUILTIN_MODEL_PREFIX, BUILTIN_MODELS, Profile
+from .profile import BUILTIN_ADAPTERS, BUILTIN_MODEL_PREFIX, BUILTIN_MODELS, Profile
 
 # The server's entry point depends on the target vLLM (see `entry_for`):
 # - `python -m vllm.entrypoints.openai.api_server`: the supported module of 0.26 to 0.28; from 0.29
@@ -51,7 +51,10 @@ NOT_FLAGS = {
     "restart",
     "port",
     "nvlink_multicast",  # serve's own: decides the all-reduce flags (multicast.py)
+    "allow_runtime_lora_updating",  # an environment variable of vLLM's (LORA_UPDATING_VAR)
 }
+# vLLM reads this switch from its environment, not from a flag (vllm/envs.py, 0.26 to 0.33).
+LORA_UPDATING_VAR = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 # vLLM reads the key from here when --api-key is absent (0.26 to 0.33).
 VLLM_API_KEY_VAR = "VLLM_API_KEY"
 # vLLM's short aliases of flags that profile keys render (vllm/engine/arg_utils.py,
@@ -81,6 +84,22 @@ def model_path(profile: Profile, cache_dir: Path | None = None) -> str:
             raise ValueError(f"unknown built-in model {name!r}; built-in: {sorted(BUILTIN_MODELS)}")
         return str(tiny.model_dir(cache_dir))
     return profile.model
+
+
+def adapter_path(source: str, cache_dir: Path | None = None) -> str:
+    """A lora_modules value as vLLM gets it: a built-in adapter maps to its generated directory."""
+    if source.startswith(BUILTIN_MODEL_PREFIX):
+        name = source.removeprefix(BUILTIN_MODEL_PREFIX)
+        if name not in BUILTIN_ADAPTERS:
+            raise ValueError(f"unknown built-in adapter {name!r}; built-in: {BUILTIN_ADAPTERS}")
+        return str(tiny.adapter_dir(cache_dir))
+    return source
+
+
+def lora_module_args(profile: Profile, cache_dir: Path | None = None) -> list[str]:
+    """`--lora-modules NAME=PATH ...`: vLLM's plain form (its JSON form adds nothing we use)."""
+    modules = profile.lora_modules or {}
+    return [f"{name}={adapter_path(src, cache_dir)}" for name, src in modules.items()]
 
 
 def flag(key: str, value: bool = True) -> str:
@@ -208,6 +227,8 @@ def contradiction(arg: ExtraArg, name: str, how: str, target: str) -> str:
         value = f"{{{arg.field.replace('.', ': {')}: {value}{'}' * (arg.field.count('.') + 1)}"
     if target == "sampling":
         value = "{...}"  # HF generation-config names there, OpenAI's here (max_tokens)
+    if target == "lora_modules":
+        value = "{NAME: PATH, ...}"
     sets = f"{arg.written}{how} sets what the profile key {target} renders"
     return f"{sets}; set {target}: {value} instead"
 
@@ -245,6 +266,11 @@ def engine_args(
             continue
         if key == "model":
             value = model_path(profile, cache_dir)
+        if key == "lora_modules":
+            if profile.enable_lora is None:
+                args.append(flag("enable_lora"))  # implied: vLLM refuses modules without it
+            args += [flag(key), *lora_module_args(profile, cache_dir)]
+            continue
         if isinstance(value, bool):
             args.append(flag(key, value))
         elif isinstance(value, dict):
@@ -341,4 +367,7 @@ def render(
     args = engine_args(profile, cache_dir, added=reduce.args)
     argv = entry_for(profile, vllm).argv(interpreter, args)
     env_from = {VLLM_API_KEY_VAR: profile.api_key_env} if profile.api_key_env else {}
-    return Command(argv=argv, env={**reduce.env, **profile.env}, env_from=env_from)
+    env = {**reduce.env, **profile.env}
+    if profile.allow_runtime_lora_updating is not None:
+        env[LORA_UPDATING_VAR] = str(profile.allow_runtime_lora_updating)  # vLLM reads "True"
+    return Command(argv=argv, env=env, env_from=env_from)

@@ -192,11 +192,11 @@ def test_extra_args_that_contradict_the_profile_are_a_profile_error(
     "extra",
     [
         ["--disable-log-stats"],
-        ["--max-loras", "2", "--enable-lora"],
+        ["--max-logprobs", "5", "--disable-log-stats"],
         ["-O3"],
         ["--seed-offset-that-vllm-lacks"],  # unknown: the check refuses it, with the releases
         ["--compilation-config.mode", "3"],
-        ["--lora-modules", "a=/x", "b=/y"],
+        ["--cudagraph-capture-sizes", "1", "2", "4"],
     ],
 )
 def test_extra_args_the_profile_does_not_render_are_passed_verbatim(extra: list[str]) -> None:

@@ -4,12 +4,13 @@ A deployment is not done when /health says 200: production-stack 43 had /health 
 chat failed for lack of a chat template, and 3486 a served-model-name mismatch. So the smoke test
 does what a user's first client does (list models, stream one chat completion) and names the
 failure class in one line: auth, model missing, no chat template, timeout, refused, too few chunks.
+It also says whether the server takes tool_choice "auto" (and, where not, the server's reason).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ClientError
@@ -17,6 +18,7 @@ from .endpoint import Endpoint, pick_model
 
 if TYPE_CHECKING:
     import openai
+    from openai.types.chat import ChatCompletionFunctionToolParam
 
 PROMPT = "Count from one to ten, in words."
 MAX_TOKENS = 16
@@ -45,12 +47,21 @@ class SmokeResult:
     # first token: on a busy host a short answer can arrive in one burst, and that rate explodes.
     tokens_per_s: float
     total_s: float
+    # tool_choice "auto": accepted by the server, or its own reason for refusing it (vLLM needs
+    # --enable-auto-tool-choice and --tool-call-parser); a refusal is information, not a failure
+    tool_choice_auto: bool | None = None
+    tool_choice_note: str = ""
 
     def line(self) -> str:
+        tools = ""
+        if self.tool_choice_auto is not None:
+            verdict = "accepted" if self.tool_choice_auto else "refused"
+            note = f" ({self.tool_choice_note})" if self.tool_choice_note else ""
+            tools = f"; tool_choice=auto {verdict}{note}"
         return (
             f"ok: {self.model} at {self.url}: {self.completion_tokens} tokens in "
             f"{self.content_chunks} chunks, TTFT {self.ttft_ms:.0f} ms, "
-            f"{self.tokens_per_s:.1f} tokens/s, finish_reason={self.finish_reason}"
+            f"{self.tokens_per_s:.1f} tokens/s, finish_reason={self.finish_reason}{tools}"
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -70,7 +81,38 @@ def run(ep: Endpoint, model: str | None, timeout: float, http_client: Any = None
     )  # fmt: skip
     with client:
         chosen = listed_model(client, ep, model, timeout)
-        return _stream_chat(client, ep, chosen, timeout)
+        result = _stream_chat(client, ep, chosen, timeout)
+        accepted, note = tool_choice_auto(client, ep, chosen, timeout)
+        return replace(result, tool_choice_auto=accepted, tool_choice_note=note)
+
+
+# The smallest tool a request can offer; the answer is cut at one token, the verdict is the status.
+PROBE_TOOL: ChatCompletionFunctionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The current time.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+
+
+def tool_choice_auto(
+    client: openai.OpenAI, ep: Endpoint, model: str, timeout: float
+) -> tuple[bool, str]:
+    """Whether the server accepts tool_choice="auto", and if not, its own reason (a 400)."""
+    import openai
+
+    try:
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "What time is it?"}],
+            tools=[PROBE_TOOL], tool_choice="auto", max_tokens=1, temperature=0,
+        )  # fmt: skip
+    except openai.BadRequestError as e:
+        return False, f"the server says: {_server_message(e)}"
+    except Exception as e:
+        raise classify(e, ep, "POST /v1/chat/completions with tools", timeout) from None
+    return True, ""
 
 
 def listed_model(client: openai.OpenAI, ep: Endpoint, model: str | None, timeout: float) -> str:

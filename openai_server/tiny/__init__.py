@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +52,33 @@ def model_dir(cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()) / "models" / f"{NAME}-v{VERSION}"
 
 
-def ensure(cache_dir: Path | None = None) -> Path:
-    """Generate the tiny model unless a complete copy is already there; return its directory.
+def adapter_dir(cache_dir: Path | None = None) -> Path:
+    """Where the built-in LoRA adapter (tiny/adapter.py) is generated. Pure: no I/O."""
+    from .adapter import RANK
 
-    Generation goes to a temporary sibling and is renamed into place, so a crash or a concurrent
-    generator never leaves a half-written model that vLLM would then fail to load.
-    """
-    target = model_dir(cache_dir)
-    if (target / "model.safetensors").is_file():
+    return (cache_dir or default_cache_dir()) / "adapters" / f"{NAME}-lora-r{RANK}-v{VERSION}"
+
+
+def ensure(cache_dir: Path | None = None) -> Path:
+    """Generate the tiny model unless a complete copy is already there; return its directory."""
+    return generate_once(model_dir(cache_dir), "model.safetensors", _generate)
+
+
+def generate_once(target: Path, last_file: str, write: Callable[[Path], object]) -> Path:
+    """Run `write` into a temporary sibling of `target` and rename it into place, unless
+    `target/last_file` (written last) is already there: a crash or a concurrent generator never
+    leaves a half-written directory that vLLM would then fail to load."""
+    if (target / last_file).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     tmp.chmod(0o755)
     try:
-        _generate(tmp)
+        write(tmp)
         try:
             tmp.rename(target)
         except OSError:
-            if not (target / "model.safetensors").is_file():  # lost a race with a broken copy
+            if not (target / last_file).is_file():  # lost a race with a broken copy
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
