@@ -27,8 +27,9 @@ ENV PROFILE=phi3-t4 \
 VOLUME ["/root/.cache"]
 EXPOSE 8000 7860
 
-# Healthy = the profile's model is listed at the profile's port (a start takes minutes).
-HEALTHCHECK --interval=15s --timeout=5s --start-period=900s --retries=3 \
-    CMD ["sh", "-c", "serve probe --profile \"$PROFILE\""]
+# Healthy = the profile's model is listed at the profile's port (a start takes minutes). With
+# PROFILE_YAML, the profile is the file entrypoint.sh wrote it to.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=1800s --retries=3 \
+    CMD ["sh", "-c", "[ -z \"${PROFILE_YAML:-}\" ] || PROFILE=\"${TMPDIR:-/tmp}/serve-profile.yaml\"; exec serve probe --profile \"$PROFILE\""]
 
 ENTRYPOINT ["tini", "--", "/usr/local/bin/entrypoint.sh"]

@@ -4,11 +4,11 @@
 # Arguments are passed through quoted ("$@"): e.g. `docker run IMAGE --set max_num_seqs=32`.
 set -eu
 # Platforms that mount no files (Hugging Face Inference Endpoints, SkyServe) pass the profile's
-# text in PROFILE_YAML (rendered by `serve deploy`); it is written to a file that only we can read.
+# text in PROFILE_YAML (rendered by `serve deploy`). It is written to a fixed path, which the
+# image's HEALTHCHECK reads too (its environment still has the image's PROFILE).
 if [ -n "${PROFILE_YAML:-}" ]; then
-    dir=$(mktemp -d)
-    printf '%s\n' "$PROFILE_YAML" > "$dir/profile.yaml"
-    PROFILE="$dir/profile.yaml"
+    PROFILE="${TMPDIR:-/tmp}/serve-profile.yaml"
+    printf '%s\n' "$PROFILE_YAML" > "$PROFILE"
 fi
 : "${PROFILE:=tiny-cpu}"
 exec serve launch --profile "$PROFILE" "$@"

@@ -22,6 +22,7 @@ from .errors import NotReady, ServeError
 from .multicast import all_reduce
 from .preflight import commands as preflight_commands
 from .profile import BUILTIN_MODEL_PREFIX, Profile
+from .rehearse import commands as rehearse_commands
 
 app = typer.Typer(
     add_completion=False,
@@ -287,6 +288,7 @@ app.command("check")(handles_errors(preflight_commands.check_cmd))
 app.command("probe")(handles_errors(probe_cmd))
 app.command("deploy")(handles_errors(deploy_commands.deploy_cmd))
 app.command("launch")(handles_errors(launch_cmd))
+app.command("rehearse")(handles_errors(rehearse_commands.rehearse_cmd))
 app.command("smoke")(handles_errors(clients_commands.smoke_cmd))
 app.command("chat")(handles_errors(clients_commands.chat_cmd))
 app.command("bench")(handles_errors(clients_commands.bench_cmd))

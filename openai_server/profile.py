@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -46,6 +47,9 @@ LoadFormat = Literal[
 ]
 Restart = Literal["never", "on-failure", "always"]
 ServerKind = Literal["openai", "custom"]
+# vLLM's executors that can span nodes: a Ray cluster, or its own processes (`mp`; over several
+# nodes, its `--nnodes` launcher). vLLM has others (uni, external_launcher) that serve does not run.
+ExecutorBackend = Literal["ray", "mp"]
 
 BUILTIN_MODEL_PREFIX = "builtin:"
 # The models serve generates itself (tiny/), by name: here, so that the profile can refuse an
@@ -132,6 +136,23 @@ def _host(v: str) -> str:
         f"not an IP address or a host name{hint}; use an address such as 127.0.0.1, 0.0.0.0 or "
         "::1, or a name of letters, digits, '-' and '.' (RFC 1123)"
     )
+
+
+# An address vLLM's processes on other nodes connect to (rendered as a flag's value).
+HostValue = Annotated[FlagValue, AfterValidator(_host)]
+# A Linux interface name (IFNAMSIZ: at most 15 characters, no '/', ':' or whitespace), as
+# NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME take one.
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# The environment network_interface renders (NCCL's and Gloo's socket interface, vLLM docs:
+# "Distributed inference and serving", troubleshooting).
+NETWORK_INTERFACE_VARS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
+
+
+def _interface(v: str) -> str:
+    if not _INTERFACE.fullmatch(v):
+        raise ValueError("not a network interface name; use one like eth0 or ens5 (at most 15 "
+                         "letters, digits, '_', '.', '-')")  # fmt: skip
+    return v
 
 
 # What clients send as the `model` field of a request and vLLM uses as a URL path segment in some
@@ -306,6 +327,44 @@ class Profile(Strict):
         "multicast, true lets vLLM choose; default: false where NCCL_NVLS_ENABLE=0, "
         "TORCH_SYMM_MEM_DISABLE_MULTICAST=1 or NVSHMEM_DISABLE_NVLS=1 is set (multicast.py)",
     )
+    # --- several nodes (README: "Multi-node"): the per-node plan, checked by _parallel_plan ---
+    nodes: int | None = Field(
+        None, ge=1, le=256, description="serve's own: the hosts one server spans; default 1"
+    )
+    gpus_per_node: int | None = Field(
+        None, ge=1, le=64, description="serve's own: the GPUs each node gives it; default: tensor "
+        "x pipeline x data parallel / nodes",
+    )  # fmt: skip
+    cross_node_tensor_parallel: bool | None = Field(
+        None, description="serve's own: allow tensor_parallel_size > gpus_per_node (an "
+        "all-reduce per layer over the network); default false",
+    )  # fmt: skip
+    distributed_executor_backend: ExecutorBackend | None = Field(
+        None, description="ray: a Ray cluster; mp: vLLM's own processes (over nodes: its --nnodes "
+        "launcher); nodes > 1 with model parallel needs one",
+    )  # fmt: skip
+    data_parallel_size: int | None = Field(None, ge=1, le=1024, description="model replicas")
+    data_parallel_size_local: int | None = Field(
+        None, ge=1, le=64, description="the replicas on each node (data parallel over nodes)"
+    )
+    master_addr: HostValue | None = Field(
+        None, description="mp over nodes: node 0's address, which the other nodes reach; default: "
+        "given per node (`serve launch --head-address`)",
+    )  # fmt: skip
+    master_port: int | None = Field(
+        None, ge=1, le=65_535, description="mp over nodes: node 0's rendezvous port (vLLM: 29501)"
+    )
+    data_parallel_address: HostValue | None = Field(
+        None, description="data parallel over nodes: node 0's address; default: given per node "
+        "(`serve launch --head-address`)",
+    )  # fmt: skip
+    data_parallel_rpc_port: int | None = Field(
+        None, ge=1, le=65_535, description="data parallel: node 0's RPC port"
+    )
+    network_interface: Arg | None = Field(
+        None, description="serve's own: the interface nodes talk over (eth0); rendered as "
+        "NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME",
+    )  # fmt: skip
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="numpy's range (vLLM seeds it)")
     speculative_config: dict[str, Any] | None = Field(
         None,
@@ -442,6 +501,11 @@ class Profile(Strict):
                 raise _secret_error(fix, what=f"item {i} looks like a Hugging Face token: ")
         return v
 
+    @field_validator("network_interface")
+    @classmethod
+    def _interface_name(cls, v: str | None) -> str | None:
+        return None if v is None else _interface(v)
+
     @field_validator("speculative_config", "structured_outputs_config")
     @classmethod
     def _json_for_vllm(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -480,6 +544,25 @@ class Profile(Strict):
             )  # fmt: skip
         return self
 
+    @model_validator(mode="after")
+    def _parallel_plan(self) -> Profile:
+        # vLLM finds these after minutes of start-up on every node, or hangs waiting for a rank
+        # that no node will start
+        problems = parallel_problems(self)
+        if problems:
+            key, message, ctx = problems[0]
+            raise PydanticCustomError("parallel", message, {**ctx, "key": key})
+        return self
+
+    @property
+    def plan(self) -> ParallelPlan:
+        """How the GPUs are split over nodes (valid once the profile is: see _parallel_plan)."""
+        tp, pp = self.tensor_parallel_size or 1, self.pipeline_parallel_size or 1
+        dp, nodes = self.data_parallel_size or 1, self.nodes or 1
+        per_node = self.gpus_per_node or max(1, tp * pp * dp // nodes)
+        return ParallelPlan(nodes, per_node, tp, pp, dp, self.data_parallel_size_local,
+                            self.distributed_executor_backend)  # fmt: skip
+
     @property
     def lora_enabled(self) -> bool:
         return bool(self.enable_lora or (self.lora_modules and self.enable_lora is None))
@@ -494,3 +577,95 @@ class Profile(Strict):
         if self.served_model_name:
             return self.served_model_name
         return self.model.removeprefix(BUILTIN_MODEL_PREFIX)
+
+
+# ---------------------------------------------------------------- the per-node plan
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """The GPUs of one server: `nodes` x `gpus_per_node` = tensor x pipeline x data parallel."""
+
+    nodes: int
+    gpus_per_node: int
+    tensor: int
+    pipeline: int
+    data: int
+    data_local: int | None
+    backend: str | None
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor * self.pipeline * self.data
+
+    @property
+    def data_over_nodes(self) -> bool:
+        """Data parallel replicas spread over the nodes, each replica inside one node."""
+        return self.nodes > 1 and self.data_local is not None
+
+    @property
+    def nnodes_launcher(self) -> bool:
+        """One model over several nodes with vLLM's own launcher (--nnodes, --node-rank)."""
+        return self.nodes > 1 and not self.data_over_nodes and self.backend == "mp"
+
+
+def parallel_problems(p: Profile) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key, message, message values) for each way the parallel keys contradict one another, the
+    first first. Messages are templates (PydanticCustomError's); the key is named by the loader."""
+    tp, pp = p.tensor_parallel_size or 1, p.pipeline_parallel_size or 1
+    dp, dpl, nodes = p.data_parallel_size or 1, p.data_parallel_size_local, p.nodes or 1
+    total = tp * pp * dp
+    product = "tensor x pipeline x data parallel" if dp > 1 else "tensor x pipeline parallel"
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    v: dict[str, Any] = {"tp": tp, "pp": pp, "dp": dp, "dpl": dpl, "nodes": nodes,
+                         "total": total, "product": product}  # fmt: skip
+    if dpl is not None and dpl > dp:
+        out.append(("data_parallel_size_local", "{dpl} is more than data_parallel_size ({dp})", v))
+    elif dpl is not None and dp % dpl:
+        out.append(("data_parallel_size_local", "{dpl} does not divide data_parallel_size ({dp})",
+                    v))  # fmt: skip
+    if p.gpus_per_node is not None and p.gpus_per_node * nodes != total:
+        out.append(("gpus_per_node", "{gpn} x {nodes} node(s) = {have} GPUs, but {product} = "
+                    "{total}; make them equal", {**v, "gpn": p.gpus_per_node,
+                                                 "have": p.gpus_per_node * nodes}))  # fmt: skip
+    elif total % nodes:
+        out.append(("nodes", "{product} = {total} GPUs do not split evenly over {nodes} nodes; "
+                    "set gpus_per_node", v))  # fmt: skip
+    per_node = p.gpus_per_node or max(1, total // nodes)
+    v["gpn"] = per_node
+    if nodes > 1 and p.server == "custom":
+        out.append(("nodes", "the custom server runs on one host; use server: openai", v))
+    if nodes > 1 and dp > 1:
+        if dpl is None:
+            out.append(("data_parallel_size", "data parallel over {nodes} nodes needs "
+                        "data_parallel_size_local (the replicas on each node)", v))  # fmt: skip
+        elif dpl * tp * pp != per_node:
+            out.append(("data_parallel_size_local", "{dpl} replicas of tensor x pipeline parallel "
+                        "= {tp} x {pp} GPUs do not fill a node of gpus_per_node = {gpn}; each "
+                        "node holds whole replicas", v))  # fmt: skip
+    over_nodes = nodes > 1 and dpl is None  # one model over several nodes
+    if over_nodes and p.distributed_executor_backend is None:
+        out.append(("nodes", "{nodes} nodes serving one model need distributed_executor_backend: "
+                    "ray (a Ray cluster) or mp (vLLM's own --nnodes launcher)", v))  # fmt: skip
+    if over_nodes and not p.cross_node_tensor_parallel and (tp > per_node or per_node % tp):
+        what = "is more than" if tp > per_node else "does not divide"
+        out.append(("tensor_parallel_size", "{tp} {what} gpus_per_node ({gpn}): a tensor-parallel "
+                    "group would span nodes (an all-reduce per layer over the network); put the "
+                    "nodes in pipeline_parallel_size, or set cross_node_tensor_parallel: true",
+                    {**v, "what": what}))  # fmt: skip
+    if p.cross_node_tensor_parallel and nodes == 1:
+        out.append(("cross_node_tensor_parallel", "true on one node; it needs nodes > 1", v))
+    mp_launcher = nodes > 1 and dpl is None and p.distributed_executor_backend == "mp"
+    for key in ("master_addr", "master_port"):
+        if getattr(p, key) is not None and not mp_launcher:
+            out.append((key, "only vLLM's multi-node launcher uses it (nodes > 1 with "
+                        "distributed_executor_backend: mp); remove it", v))  # fmt: skip
+    for key in ("data_parallel_address", "data_parallel_rpc_port"):
+        if getattr(p, key) is not None and dp == 1:
+            out.append((key, "only data parallel uses it (data_parallel_size > 1); remove it", v))
+    if p.network_interface is not None:
+        for var in NETWORK_INTERFACE_VARS:
+            if var in p.env:
+                out.append(("network_interface", "env sets {var} too, which network_interface "
+                            "renders; remove one", {**v, "var": var}))  # fmt: skip
+    return out

@@ -23,7 +23,13 @@ from . import tiny
 from .errors import ProfileError
 from .launch.command import Command
 from .multicast import all_reduce
-from .profile import BUILTIN_ADAPTERS, BUILTIN_MODEL_PREFIX, BUILTIN_MODELS, Profile
+from .profile import (
+    BUILTIN_ADAPTERS,
+    BUILTIN_MODEL_PREFIX,
+    BUILTIN_MODELS,
+    NETWORK_INTERFACE_VARS,
+    Profile,
+)
 
 # The server's entry point depends on the target vLLM (see `entry_for`):
 # - `python -m vllm.entrypoints.openai.api_server`: the supported module of 0.26 to 0.28; from 0.29
@@ -52,6 +58,13 @@ NOT_FLAGS = {
     "port",
     "nvlink_multicast",  # serve's own: decides the all-reduce flags (multicast.py)
     "allow_runtime_lora_updating",  # an environment variable of vLLM's (LORA_UPDATING_VAR)
+    # serve's own multi-node plan (profile.ParallelPlan): `nodes` renders --nnodes where vLLM's
+    # launcher spans the nodes; network_interface renders NETWORK_INTERFACE_VARS; the rest are
+    # checked (profile._parallel_plan, preflight) and read by `serve deploy`
+    "nodes",
+    "gpus_per_node",
+    "cross_node_tensor_parallel",
+    "network_interface",
 }
 # vLLM reads this switch from its environment, not from a flag (vllm/envs.py, 0.26 to 0.33).
 LORA_UPDATING_VAR = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
@@ -65,7 +78,15 @@ SHORT_ALIASES = {
     "-tp": "tensor_parallel_size",
     "-pp": "pipeline_parallel_size",
     "-sc": "speculative_config",
+    "-dp": "data_parallel_size",
+    "-dpl": "data_parallel_size_local",
+    "-dpa": "data_parallel_address",
+    "-dpp": "data_parallel_rpc_port",
 }
+_PER_NODE = (
+    "each node's rank is given per node (`serve launch --node-rank`), not in the profile every "
+    "node shares; set nodes instead"
+)
 # Flags that no profile key renders but that break what the launcher relies on -> what to do.
 LAUNCHER_FLAGS = {
     "--config": "a vLLM config file can set any flag behind the profile's back (the port too) and "
@@ -73,6 +94,10 @@ LAUNCHER_FLAGS = {
     "--uds": "the launcher waits for readiness on host:port over TCP; remove it (use host, port)",
     "--headless": "a headless vLLM starts no API server, so it never becomes ready; remove it",
     "--grpc": "the gRPC server does not answer the launcher's HTTP readiness probe; remove it",
+    # a node's own place in a multi-node server: the same profile runs on every node
+    "--node-rank": _PER_NODE,
+    "--data-parallel-start-rank": _PER_NODE,
+    "--data-parallel-rank": _PER_NODE,
 }
 
 
@@ -144,6 +169,7 @@ def profile_flags() -> dict[str, str]:
                     inverse = twin + key.removeprefix(prefix)
                     out[flag(inverse)] = out[flag(inverse, False)] = key
     out.update({"--port": "port", "--override-generation-config": "sampling"})
+    out.update({"--nnodes": "nodes", "-n": "nodes"})  # vLLM's launcher over nodes (engine_args)
     out["--api-key"] = "api_key_env"
     out.update(SHORT_ALIASES)
     return out
@@ -277,6 +303,10 @@ def engine_args(
             args += [flag(key), json.dumps(value, sort_keys=True, separators=(",", ":"))]
         else:
             args += [flag(key), str(value)]
+    if profile.plan.nnodes_launcher:
+        # node 0's command; every other node adds its --node-rank and --headless (serve launch
+        # --node-rank, per node), and --master-addr when the profile leaves it to each node
+        args += ["--nnodes", str(profile.plan.nodes)]
     if profile.served_model_name is None and profile.model.startswith(BUILTIN_MODEL_PREFIX):
         # clients should see "tiny-phi3", not a cache path
         args += ["--served-model-name", profile.model_id]
@@ -288,6 +318,13 @@ def engine_args(
             json.dumps(overrides, sort_keys=True, separators=(",", ":")),
         ]
     return [*args, *added, *profile.extra_args]
+
+
+def network_env(profile: Profile) -> dict[str, str]:
+    """network_interface -> the interface NCCL and Gloo (torch.distributed) open sockets on, where
+    a node has several and the default one does not reach the other nodes."""
+    iface = profile.network_interface
+    return {var: iface for var in NETWORK_INTERFACE_VARS} if iface else {}
 
 
 def sampling_overrides(profile: Profile) -> dict[str, Any]:
@@ -367,7 +404,7 @@ def render(
     args = engine_args(profile, cache_dir, added=reduce.args)
     argv = entry_for(profile, vllm).argv(interpreter, args)
     env_from = {VLLM_API_KEY_VAR: profile.api_key_env} if profile.api_key_env else {}
-    env = {**reduce.env, **profile.env}
+    env = {**reduce.env, **network_env(profile), **profile.env}
     if profile.allow_runtime_lora_updating is not None:
         env[LORA_UPDATING_VAR] = str(profile.allow_runtime_lora_updating)  # vLLM reads "True"
     return Command(argv=argv, env=env, env_from=env_from)

@@ -83,12 +83,19 @@ def test_list_profiles_classifies_every_builtin():
         ("L4", "l4"),
         ("A10G", "a10g"),
         ("A100-80", "a100"),
-        ("H100", "h100"),
+        ("H100", "h100-fp8"),  # same model as h100, FP8 weights: ~53k more KV tokens
         ("H100:2", "h100-tp2"),
     ],
 )
 def test_auto_profile_picks_the_one_made_for_the_gpu(gpu, expected):
     assert commands.choose_auto_profile(gpu) == expected
+
+
+def test_auto_prefers_the_fp8_twin_because_it_holds_more_kv():
+    fits = {f.name: f for f in commands.profiles_for_host("H100")}
+    bf16, fp8 = fits["h100"], fits["h100-fp8"]
+    assert bf16.params == fp8.params and fp8.verdict == bf16.verdict == "runnable"
+    assert (fp8.kv_cache_tokens or 0) > (bf16.kv_cache_tokens or 0)
 
 
 def test_auto_profile_on_a_host_without_gpus_is_the_cpu_one():

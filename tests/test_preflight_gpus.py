@@ -49,6 +49,9 @@ class FakeNvml:
     def nvmlDeviceGetComputeRunningProcesses(self, h):
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in h["procs"]]
 
+    def nvmlDeviceGetUUID(self, h):
+        return h.get("uuid", "GPU-00000000").encode()
+
 
 H200 = {
     "name": "NVIDIA H200",
@@ -116,3 +119,25 @@ def test_catalog_gpus_by_name_and_count(spec, name, gib, cc, count):
 def test_bad_gpu_spec_is_a_profile_error(spec):
     with pytest.raises(ProfileError):
         gpus.planned(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "seen"),
+    [
+        (None, ["GPU-aaaa", "GPU-bbbb", "GPU-cccc"]),
+        ("1", ["GPU-bbbb"]),
+        ("2,0", ["GPU-cccc", "GPU-aaaa"]),
+        ("GPU-bb", ["GPU-bbbb"]),  # a UUID prefix, as CUDA takes it
+        ("0,7,1", ["GPU-aaaa"]),  # CUDA stops at the first device it cannot resolve
+        ("", []),
+        ("-1", []),
+    ],
+)
+def test_cuda_visible_devices_decides_which_gpus_are_judged(spec, seen):
+    # each device's free memory marks it, so the order of what detect returns can be read back
+    uuids = ("GPU-aaaa", "GPU-bbbb", "GPU-cccc")
+    devices = [dict(H200, uuid=u, free=H200["free"] - i) for i, u in enumerate(uuids)]
+    environ = {} if spec is None else {"CUDA_VISIBLE_DEVICES": spec}
+    hw = gpus.detect(FakeNvml(devices), environ=environ)
+    by_free = {d["free"]: d["uuid"] for d in devices}
+    assert [by_free[g.free_bytes] for g in hw.gpus] == seen

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from openai_server import loader
-from openai_server.preflight import flags, gpus, memory, models
+from openai_server.preflight import flags, gpus, memory, models, rules
 from openai_server.preflight.gpus import GiB
 from openai_server.preflight.rules import Facts, evaluate
 
@@ -122,8 +124,29 @@ def test_max_model_len_that_does_not_fit_is_refused_with_the_largest_that_fits()
         report.suggested_max_model_len is not None and 8192 < report.suggested_max_model_len < 20000
     )
     assert f"max_model_len <= {report.suggested_max_model_len}" in refused_reasons(report)
-    assert report.fit is not None
-    assert report.suggested_max_model_len == memory.largest_max_model_len(report.fit)
+    assert report.fit is not None and report.settings is not None
+    # the suggestion keeps SUGGESTION_MARGIN_BYTES spare (a followed suggestion must start)
+    safe = replace(report.settings, overhead_bytes=rules.SUGGESTION_MARGIN_BYTES)
+    gpu_bytes = report.fit.total_bytes
+    assert report.suggested_max_model_len == memory.largest_max_model_len(
+        memory.fit(shape, safe, gpu_bytes)
+    )
+    assert report.suggested_max_model_len < (memory.largest_max_model_len(report.fit) or 0)
+
+
+def test_a_calibration_of_this_host_is_used_and_said() -> None:
+    from openai_server.preflight.calibration import Calibration, Key
+
+    prof = profile(BASE + "dtype: half\n")
+    hw = gpus.planned("T4")
+    plain = evaluate(facts(prof, hw))
+    key = Key(hw.gpus[0].name, "0.26.0", "Phi3ForCausalLM", 1, 1, False)
+    measured = Calibration(key, GiB // 4, "2026-11-27", 3)
+    calibrated = evaluate(replace(facts(prof, hw), calibration=measured))
+    assert plain.fit is not None and calibrated.fit is not None
+    assert plain.fit.available_kv_bytes - calibrated.fit.available_kv_bytes == GiB // 4
+    ok = next(c.reason for c in calibrated.checks if c.name == "memory fit")
+    assert "calibrated on this host, 2026-11-27" in ok
 
 
 def test_no_max_model_len_is_suggested_when_not_one_kv_block_fits():

@@ -22,10 +22,16 @@ SHM_ONE_GPU = "1gb"
 
 
 def gpus_needed(profile: Profile) -> int:
-    """GPUs one replica needs: tensor x pipeline parallel; 0 for the built-in CPU model."""
+    """GPUs one host (one pod) needs: tensor x pipeline x data parallel on one node, the
+    profile's gpus_per_node over several; 0 for the built-in CPU model."""
     if profile.model.startswith(BUILTIN_MODEL_PREFIX):
         return 0
-    return (profile.tensor_parallel_size or 1) * (profile.pipeline_parallel_size or 1)
+    return profile.plan.gpus_per_node
+
+
+def gpus_total(profile: Profile) -> int:
+    """GPUs of the whole server, all nodes together (0 for the built-in CPU model)."""
+    return gpus_needed(profile) * profile.plan.nodes
 
 
 def start_budget_s(timing: Timing) -> int:
@@ -45,5 +51,21 @@ def stop_grace_s(profile: Profile, timing: Timing) -> int:
 
 
 def shm_size(profile: Profile) -> str:
-    """/dev/shm for the container (see SHM_TENSOR_PARALLEL and SHM_ONE_GPU)."""
-    return SHM_TENSOR_PARALLEL if gpus_needed(profile) > 1 else SHM_ONE_GPU
+    """/dev/shm for each container (see SHM_TENSOR_PARALLEL and SHM_ONE_GPU): NCCL is in play as
+    soon as the server has more than one GPU, on this host or over several."""
+    return SHM_TENSOR_PARALLEL if gpus_total(profile) > 1 else SHM_ONE_GPU
+
+
+def join_budget_s(timing: Timing) -> int:
+    """How long node 0 waits for the other nodes of a multi-node server to appear, before it
+    starts its own: as long as a start may take (start_budget_s). A node that appears later is a
+    node being provisioned or pulling a multi-GB image, not one that failed; a wait that ends
+    sooner restarts the whole group (LeaderWorkerSet: RecreateGroupOnPodRestart) and makes it
+    wait again."""
+    return start_budget_s(timing)
+
+
+def group_start_budget_s(timing: Timing) -> int:
+    """How long node 0's start probe waits: the nodes' wait (join_budget_s) then the server's own
+    start (start_budget_s), which come one after the other."""
+    return join_budget_s(timing) + start_budget_s(timing)

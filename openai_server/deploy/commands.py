@@ -14,13 +14,15 @@ from ..errors import RefusedError
 from ..preflight import gpus
 from ..preflight.check import Target, run
 from ..profile import Profile
-from . import compose, hf_endpoint, hf_space, k8s, skyserve
+from . import compose, hf_endpoint, hf_space, hosts, k8s, k8s_lws, skyserve
 from .accelerators import Choice, choose
 from .budgets import gpus_needed
 
 # The vLLM of the image `serve deploy` targets (Dockerfile: vllm/vllm-openai:v0.26.0).
 IMAGE_VLLM = "0.26"
-TargetName = Literal["compose", "k8s", "hf-space", "hf-endpoint", "skyserve"]
+TargetName = Literal["compose", "k8s", "k8s-lws", "hosts", "hf-space", "hf-endpoint", "skyserve"]
+# Targets for a profile over several nodes (nodes > 1); the others run one host.
+MULTI_NODE = ("k8s-lws", "hosts")
 # Targets that rent a machine by its GPU kind, so the files must name one.
 RENTED: dict[str, Callable[[int], list[str]]] = {
     "hf-space": lambda count: list(hf_space.HARDWARE) if count == 1 else [],
@@ -30,6 +32,8 @@ RENTED: dict[str, Callable[[int], list[str]]] = {
 NEXT = {
     "compose": "docker compose -f {out}/compose.yaml up -d",
     "k8s": "kubectl apply -f {out}/serve.yaml",
+    "k8s-lws": "kubectl apply -f {out}/serve.yaml (LeaderWorkerSet installed in the cluster)",
+    "hosts": "copy {out} to every node, then on node R: sh node-R.sh HEAD_ADDRESS",
     "hf-space": "push {out} to a Space repository (git or `hf upload --repo-type space`)",
     "hf-endpoint": "cd {out} && python apply.py",
     "skyserve": "sky serve up {out}/service.yaml",
@@ -43,9 +47,10 @@ def deploy_cmd(
         TargetName,
         typer.Option(
             help="compose: compose.yaml + profile.yaml; k8s: serve.yaml (ConfigMap, PVC, "
-            "Deployment, Service); hf-space: README.md + Dockerfile + profile.yaml of a Docker "
-            "Space; hf-endpoint: endpoint.json + apply.py (create_inference_endpoint); "
-            "skyserve: service.yaml"
+            "Deployment, Service); k8s-lws (nodes > 1): serve.yaml (ConfigMap, LeaderWorkerSet, "
+            "Service); hosts (nodes > 1): node-R.sh per node + profile.yaml; hf-space: "
+            "README.md + Dockerfile + profile.yaml of a Docker Space; hf-endpoint: "
+            "endpoint.json + apply.py (create_inference_endpoint); skyserve: service.yaml"
         ),
     ] = "compose",
     out: Annotated[Path, typer.Option("--out", "-o", help="directory to write into")] = Path(
@@ -54,7 +59,8 @@ def deploy_cmd(
     gpu: Annotated[
         str | None,
         typer.Option(
-            help="the target's GPUs, NAME[:COUNT]; compose/k8s: else GPU checks are skipped; "
+            help="the target's GPUs, NAME[:COUNT] (k8s-lws, hosts: of one node); compose/k8s/"
+            "k8s-lws/hosts: else GPU checks are skipped; "
             "hf-*/skyserve: else the smallest GPU the target rents that the profile fits"
         ),
     ] = None,
@@ -65,13 +71,18 @@ def deploy_cmd(
         str, typer.Option(help="the vLLM release in that image (flags are checked against it)")
     ] = IMAGE_VLLM,
     existing_claim: Annotated[
-        str | None, typer.Option(help="k8s: use this PVC for the caches instead of creating one")
+        str | None,
+        typer.Option(
+            help="k8s: use this PVC for the caches instead of creating one; k8s-lws: mount this "
+            "ReadWriteMany PVC on every pod instead of one claim per pod"
+        ),
     ] = None,
     runtime_class: Annotated[
-        str | None, typer.Option(help="k8s: the pod's runtimeClassName (e.g. nvidia)")
+        str | None, typer.Option(help="k8s, k8s-lws: the pods' runtimeClassName (e.g. nvidia)")
     ] = None,
     node_selector: Annotated[
-        list[str] | None, typer.Option(help="k8s: KEY=VALUE for the pod's nodeSelector; repeatable")
+        list[str] | None,
+        typer.Option(help="k8s, k8s-lws: KEY=VALUE for the pods' nodeSelector; repeatable"),
     ] = None,
     name: Annotated[
         str | None, typer.Option(help="hf-endpoint: the endpoint's name (else the model's)")
@@ -97,6 +108,7 @@ def deploy_cmd(
     """Render deployment files for a profile (after the same preflight as launch)."""
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
     rented = target in RENTED
+    refuse_node_count(prof, target)
     if target == "hf-space":
         hf_space.refuse_unrunnable(prof)
     hardware = None if gpu and not rented else gpus.Hardware((), "none")
@@ -119,8 +131,25 @@ def deploy_cmd(
     out.mkdir(parents=True, exist_ok=True)
     for file, text in files.items():
         (out / file).write_text(text)
+        if file.endswith(".sh"):
+            (out / file).chmod(0o755)  # the hosts target's per-node scripts
         print(f"wrote {out / file}")
     print("next: " + NEXT[target].format(out=out))
+
+
+def refuse_node_count(prof: Profile, target: str) -> None:
+    """One line when the target runs another number of nodes than the profile spans."""
+    nodes = prof.plan.nodes
+    if nodes > 1 and target not in MULTI_NODE:
+        raise RefusedError(
+            f"deploy --target {target}: the profile spans {nodes} nodes (nodes: {nodes}), and "
+            f"{target} runs one host; fix: --target {' or '.join(MULTI_NODE)}"
+        )
+    if nodes == 1 and target in MULTI_NODE:
+        raise RefusedError(
+            f"deploy --target {target}: the profile runs on one node (nodes: 1); fix: --target k8s "
+            "or compose, or set nodes"
+        )
 
 
 def _render(prof: Profile, target: str, choice: Choice | None, *, image: str,
@@ -131,13 +160,16 @@ def _render(prof: Profile, target: str, choice: Choice | None, *, image: str,
             target_qps: float | None) -> dict[str, str]:  # fmt: skip
     if target == "compose":
         return compose.render(prof, image=image)
-    if target == "k8s":
+    if target == "hosts":
+        return hosts.render(prof)
+    if target in ("k8s", "k8s-lws"):
         pairs = [item.partition("=") for item in node_selector or []]
         if any(not key or not eq for key, eq, _ in pairs):
             raise typer.BadParameter("give KEY=VALUE", param_hint="'--node-selector'")
         selector = {key: value for key, _, value in pairs}
-        return k8s.render(prof, image=image, existing_claim=existing_claim,
-                          runtime_class=runtime_class, node_selector=selector)  # fmt: skip
+        renderer = k8s.render if target == "k8s" else k8s_lws.render
+        return renderer(prof, image=image, existing_claim=existing_claim,
+                        runtime_class=runtime_class, node_selector=selector)  # fmt: skip
     assert choice is not None
     if target == "hf-space":
         return hf_space.render(prof, choice, image=image)

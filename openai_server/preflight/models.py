@@ -191,6 +191,11 @@ def _lookup_key(model: str) -> str:
     return key
 
 
+def in_table(model: str) -> Shape | None:
+    """The shape table's entry for a Hugging Face id (base checkpoints as their instruct twins)."""
+    return BUILTIN.get(_lookup_key(model))
+
+
 def hf_cache_config(
     model: str, revision: str | None = None, cache_dir: str | Path | None = None
 ) -> Path | None:

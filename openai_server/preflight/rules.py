@@ -6,21 +6,29 @@ Pure: every fact (flag set, GPUs, model shape, whether the port is free) is gath
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..profile import Profile
 from . import memory
+from .calibration import Calibration
 from .features import DEFAULT_MAX_LORA_RANK, FeatureFacts
 from .features import lines as feature_lines
 from .flags import FlagSet, check_argv
 from .gpus import GiB, Hardware
 from .models import Shape
+from .multinode import MultinodeFacts
+from .multinode import lines as multinode_lines
 
 Status = Literal["ok", "warning", "refused"]
 # A "typical" request for the concurrency warning: prompt + output tokens.
 TYPICAL_SEQUENCE_TOKENS = 1024
 BF16_MIN_CC = (8, 0)
+# KV memory a suggested max_model_len / gpu_memory_utilization keeps spare, so that it starts when
+# followed: the overheads the model cannot see were off by up to 0.83 GiB per GPU (tensor parallel
+# on H200s) before calibration; a rehearsal on the host narrows that.
+SUGGESTION_MARGIN_BYTES = GiB // 2
+CALIBRATED_MARGIN_BYTES = GiB // 8
 FP8_COMPUTE_MIN_CC = (8, 9)
 FP8_WEIGHT_ONLY_MIN_CC = (8, 0)  # vLLM runs FP8 checkpoints on Ampere as W8A16 (FP8 Marlin)
 
@@ -43,6 +51,8 @@ class Facts:
     port_free: bool | None  # None: not checked (planning for another host)
     cpu_vllm: bool = False
     features: FeatureFacts = field(default_factory=FeatureFacts)
+    multinode: MultinodeFacts = field(default_factory=MultinodeFacts)
+    calibration: Calibration | None = None  # a rehearsal's measurement for this GPU and split
 
 
 @dataclass
@@ -119,22 +129,37 @@ def check_flags(facts: Facts, report: Report) -> None:
 
 
 def check_parallel(facts: Facts, report: Report) -> None:
+    """The GPUs of one node (the host checked, or --gpu NAME:COUNT) against the profile's per-node
+    plan: one node holds gpus_per_node of them (all of them, on one node)."""
     p = facts.profile
-    tp, pp = p.tensor_parallel_size or 1, p.pipeline_parallel_size or 1
+    plan = p.plan
+    tp, pp, per_node = plan.tensor, plan.pipeline, plan.gpus_per_node
     count = facts.hardware.count
-    if tp * pp > count:
+    if per_node > count and plan.nodes > 1:
         report.add(
             "GPU count",
             "refused",
-            f"tensor_parallel_size x pipeline_parallel_size = {tp * pp} > {count} GPU(s) "
-            f"({facts.hardware.source})",
-            f"set tensor_parallel_size={max(1, count // pp)} or use a host with {tp * pp} GPUs",
+            f"gpus_per_node = {per_node} > {count} GPU(s) on this node ({facts.hardware.source})",
+            f"use nodes with {per_node} GPUs, or spread the model over more nodes",
+        )
+    elif per_node > count:
+        what = "tensor_parallel_size x pipeline_parallel_size" + (
+            " x data_parallel_size" if plan.data > 1 else ""
+        )
+        report.add(
+            "GPU count",
+            "refused",
+            f"{what} = {per_node} > {count} GPU(s) ({facts.hardware.source})",
+            f"set tensor_parallel_size={max(1, count // pp)} or use a host with {per_node} GPUs",
         )
     else:
-        report.add("GPU count", "ok", f"{tp * pp} of {count} GPU(s) used")
+        nodes = f" on each of {plan.nodes} nodes" if plan.nodes > 1 else ""
+        report.add("GPU count", "ok", f"{per_node} of {count} GPU(s) used{nodes}")
     shape = facts.shape
     if shape is not None and tp > 1:
-        valid = [n for n in range(1, count + 1) if shape.heads % n == 0] or [1]
+        # a tensor-parallel group stays in one node unless the profile asks otherwise
+        reach = count * plan.nodes if p.cross_node_tensor_parallel else count
+        valid = [n for n in range(1, reach + 1) if shape.heads % n == 0] or [1]
         if shape.heads % tp:
             report.add(
                 "attention heads",
@@ -275,6 +300,7 @@ def default_settings(facts: Facts) -> memory.Settings:
         pipeline_parallel_size=p.pipeline_parallel_size or 1,
         max_loras=(p.max_loras or 1) if p.lora_enabled else 0,
         max_lora_rank=p.max_lora_rank or DEFAULT_MAX_LORA_RANK,
+        overhead_bytes=facts.calibration.overhead_bytes if facts.calibration else 0,
     )
 
 
@@ -316,9 +342,14 @@ def check_memory(facts: Facts, report: Report) -> None:
         "ok",
         f"{_gib(f.weights_bytes)} per GPU ({shape.params / 1e9:.2f}B params, {shape.source}){lora}",
     )
+    # A suggestion is followed as written, so it keeps a margin for what the model may miss:
+    # less where this host's own rehearsal calibrated it.
+    margin = CALIBRATED_MARGIN_BYTES if facts.calibration else SUGGESTION_MARGIN_BYTES
+    safe = replace(s, overhead_bytes=s.overhead_bytes + margin)
+    calibrated = f"; {facts.calibration.note()}" if facts.calibration else ""
     if f.kv_cache_tokens < s.max_model_len:
-        fits = memory.largest_max_model_len(f)
-        util = memory.utilization_for(shape, s, gpu.total_bytes, s.max_model_len)
+        fits = memory.largest_max_model_len(memory.fit(shape, safe, gpu.total_bytes))
+        util = memory.utilization_for(shape, safe, gpu.total_bytes, s.max_model_len)
         report.suggested_max_model_len = fits
         report.suggested_gpu_memory_utilization = util
         options = []
@@ -339,7 +370,8 @@ def check_memory(facts: Facts, report: Report) -> None:
         "memory fit",
         "ok",
         f"KV cache {_gib(f.available_kv_bytes)} = {f.kv_cache_tokens:,} tokens; "
-        f"{f.max_concurrency(s.max_model_len):.1f} sequences of max_model_len at once",
+        f"{f.max_concurrency(s.max_model_len):.1f} sequences of max_model_len at once"
+        f"{calibrated}",
     )
     typical = min(TYPICAL_SEQUENCE_TOKENS, s.max_model_len)
     if s.max_num_seqs * typical > f.kv_cache_tokens:
@@ -360,6 +392,8 @@ def evaluate(facts: Facts) -> Report:
     check_flags(facts, report)
     p = facts.profile
     for line in feature_lines(p.model_dump(), facts.features, facts.flagset, p.model_id):
+        report.add(*line)
+    for line in multinode_lines(p, facts.multinode):
         report.add(*line)
     if facts.hardware.count == 0:
         why = "CPU vLLM" if facts.cpu_vllm else "NVML found none; pass --gpu NAME to plan for one"

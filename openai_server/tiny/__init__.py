@@ -86,7 +86,7 @@ def generate_once(target: Path, last_file: str, write: Callable[[Path], object])
 
 
 def _generate(out: Path) -> None:
-    vocab_size = _write_tokenizer(out)
+    vocab_size = write_tokenizer(out)
     (out / "config.json").write_text(json.dumps(_config(vocab_size), indent=2) + "\n")
     (out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 0, "eos_token_id": [0, 4], "pad_token_id": 0}, indent=2) + "\n"
@@ -124,19 +124,27 @@ def _config(vocab_size: int) -> dict[str, Any]:
     }
 
 
-def _write_tokenizer(out: Path) -> int:
+def write_tokenizer(out: Path, vocab_size: int | None = None) -> int:
+    """A byte-level BPE trained on corpus.txt, with a chat template. `vocab_size`: exactly that
+    many ids, the ones past what the corpus trains being filler tokens that encoding never makes
+    (a rehearsal's tokenizer must cover every id the model's dummy weights can sample)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_TARGET,
+        vocab_size=min(VOCAB_TARGET, vocab_size or VOCAB_TARGET),
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS.read_text().splitlines(), trainer=trainer)
+    if vocab_size and vocab_size > tok.get_vocab_size():
+        data = json.loads(tok.to_str())
+        vocab = data["model"]["vocab"]
+        vocab.update({f"filler{i}": i for i in range(len(vocab), vocab_size)})
+        tok = Tokenizer.from_str(json.dumps(data))
     tok.save(str(out / "tokenizer.json"))
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

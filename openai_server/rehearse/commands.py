@@ -1,0 +1,189 @@
+"""`serve rehearse`: run a profile on this host with dummy weights and compare with the prediction.
+
+Before a team downloads 140 GB of weights and books a node, it learns how the profile behaves on
+this GPU with this vLLM: vLLM's real KV cache against `serve check`'s prediction, the time of each
+start-up phase (cold, and warm with --twice), and the bench figures. On a GPU the measured
+overhead is stored as a calibration (preflight/calibration.py) that `serve check` then uses.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .. import loader
+from ..cli_common import ProfileOpt, SetOpt, profile_ref
+from ..errors import RefusedError
+from ..preflight import calibration, memory
+from ..preflight.check import Target, gather
+from ..preflight.gpus import GiB
+from ..preflight.rules import Report, evaluate
+from ..profile import Profile
+from . import shape
+from .run import RehearsalFailed, Start, free_port, one_start
+
+PROMPT_TOKENS = 128
+OUTPUT_TOKENS = 128
+MAX_CONCURRENCY = 64
+# Settings bound to the model's own tokenizer, which a rehearsal does not have: parsers look up
+# the model's special tokens (llama3_json: <|python_tag|>; a 500 at the first tool request) and a
+# template may use them. They cost no memory and no time: off in a rehearsal, said in the report.
+TOKENIZER_BOUND = {"enable_auto_tool_choice": None, "tool_call_parser": None,
+                   "reasoning_parser": None, "chat_template": None}  # fmt: skip
+
+
+def rehearsal_profile(profile: Profile, model_dir: Path, port: int) -> Profile:
+    """The profile as it runs on the shape: same settings, dummy weights, the same served id."""
+    return profile.model_copy(update={
+        "model": str(model_dir), "load_format": "dummy", "served_model_name": profile.model_id,
+        "tokenizer": None, "revision": None, "port": port, "restart": "never",
+        **TOKENIZER_BOUND,
+    })  # fmt: skip
+
+
+def bench(base_url: str, model: str, api_key: str | None, prompts: int,
+          concurrency: int) -> dict[str, Any]:  # fmt: skip
+    """Output tokens/s, TTFT and TPOT at one stream and at `concurrency` (fixed lengths)."""
+    from ..clients import bench as bench_mod
+    from ..clients.endpoint import Endpoint
+
+    cfg = bench_mod.BenchConfig(ep=Endpoint(base_url, api_key), model=model,
+                                random_input_len=PROMPT_TOKENS, random_output_len=OUTPUT_TOKENS,
+                                ignore_eos=True)  # fmt: skip
+    out = {}
+    for level, n in ((1, max(2, prompts // 8)), (concurrency, prompts)):
+        (r,) = bench_mod.run(replace(cfg, num_prompts=n, max_concurrency=level))
+        out[f"concurrency_{level}"] = {
+            "output_tokens_per_s": round(r["output_throughput"], 1),
+            "mean_ttft_ms": round(r["mean_ttft_ms"], 1),
+            "mean_tpot_ms": round(r["mean_tpot_ms"], 2),
+            "completed": r["completed"],
+        }
+    return out
+
+
+def prediction(report: Report) -> dict[str, Any]:
+    f = report.fit
+    return {
+        "kv_cache_tokens": f.kv_cache_tokens if f else None,
+        "available_kv_gib": round(f.available_kv_bytes / GiB, 3) if f else None,
+        "calibrated": next((c.reason for c in report.checks if "calibrated" in c.reason), ""),
+    }
+
+
+def rehearse_cmd(
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    twice: Annotated[bool, typer.Option(help="start a second time: cold vs warm start")] = False,
+    run_bench: Annotated[bool, typer.Option("--bench/--no-bench", help="run the bench")] = True,
+    bench_prompts: Annotated[int, typer.Option(min=2, help="prompts at full concurrency")] = 64,
+    calibrate: Annotated[
+        bool, typer.Option(help="store the measured overhead for `serve check` (GPU only)")
+    ] = True,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to ready")] = 1800.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Serve the profile's model shape with dummy weights; report KV, phases, bench; stop."""
+    from ..settings import settings
+
+    prof = loader.load(profile_ref(profile), sets=set_ or []).profile
+    facts = gather(prof, Target(check_port=False))
+    report = evaluate(facts)
+    refused = [c for c in report.checks if c.status == "refused"]
+    if refused:
+        fix = f"; fix: {refused[0].fix}" if refused[0].fix else ""
+        raise RefusedError(f"rehearse: {refused[0].reason}{fix}")
+    model_dir, source = shape.build(prof)
+    api_key = os.environ.get(prof.api_key_env) if prof.api_key_env else None
+    concurrency = min(prof.max_num_seqs or MAX_CONCURRENCY, MAX_CONCURRENCY)
+    results: dict[str, Any] = {}
+    starts: list[Start] = []
+    with tempfile.TemporaryDirectory(prefix="serve-rehearse-") as tmp:
+        workdir = Path(tmp)
+        for cold in (True, False)[: 2 if twice else 1]:
+            port = free_port()
+            path = workdir / "profile.yaml"
+            from ..deploy.compose import profile_yaml
+
+            path.write_text(profile_yaml(rehearsal_profile(prof, model_dir, port)))
+            url = f"http://127.0.0.1:{port}"
+
+            def during(url: str = url, cold: bool = cold) -> None:
+                from ..clients import smoke
+                from ..clients.endpoint import Endpoint
+
+                results["smoke"] = smoke.run(Endpoint(url, api_key), prof.model_id, 120).line()
+                if run_bench and cold:
+                    results["bench"] = bench(url, prof.model_id, api_key, bench_prompts,
+                                             concurrency)  # fmt: skip
+
+            start = one_start(path, workdir, cold=cold, ready_timeout=ready_timeout,
+                              while_ready=during)  # fmt: skip
+            starts.append(start)
+            if start.failure:
+                raise RehearsalFailed(f"rehearse: {start.failure}")
+    off = [k for k in TOKENIZER_BOUND if getattr(prof, k) is not None]
+    out = {"profile": prof.model_id, "shape": source, "model_dir": str(model_dir),
+           "off_in_rehearsal": off,
+           "predicted": prediction(report), "starts": [s.as_json() for s in starts],
+           **results}  # fmt: skip
+    measured = starts[0].kv_cache_tokens
+    predicted = out["predicted"]["kv_cache_tokens"]
+    if measured and predicted:
+        out["kv_error_percent"] = round((predicted - measured) / measured * 100, 2)
+    gpu = facts.hardware.gpus[0] if facts.hardware.gpus else None
+    if calibrate and gpu and report.fit and report.settings and starts[0].kv_cache_gib is not None:
+        raw = memory.fit(facts.shape, replace(report.settings, overhead_bytes=0),  # type: ignore[arg-type]
+                         gpu.total_bytes)  # fmt: skip
+        overhead = raw.available_kv_bytes - int(starts[0].kv_cache_gib * GiB)
+        assert facts.shape is not None  # report.fit needs it
+        # the release the engine logged; the flag set's where the log had none
+        version = starts[0].vllm_version or (facts.flagset.version if facts.flagset else "?")
+        key = calibration.Key(gpu.name, version, facts.shape.architecture,
+                              prof.tensor_parallel_size or 1, prof.pipeline_parallel_size or 1,
+                              bool(prof.enforce_eager), prof.quantization or "")  # fmt: skip
+        today = datetime.date.today().isoformat()
+        stored = calibration.record(settings().cache_root, key, overhead, today)
+        out["calibration"] = {"overhead_gib": round(overhead / GiB, 3),
+                              "stored_overhead_gib": round(stored.overhead_bytes / GiB, 3),
+                              "runs": stored.runs}  # fmt: skip
+    print(json.dumps(out, indent=2) if as_json else text_report(out))
+
+
+def text_report(out: dict[str, Any]) -> str:
+    lines = [f"rehearsal of {out['profile']} ({out['shape']}, dummy weights)"]
+    if out["off_in_rehearsal"]:
+        off = ", ".join(out["off_in_rehearsal"])
+        lines.append(f"  off (they need the model's own tokenizer): {off}")
+    pred, starts = out["predicted"], out["starts"]
+    kv = starts[0]["kv_cache_tokens"]
+    if pred["kv_cache_tokens"] is not None:
+        err = out.get("kv_error_percent")
+        note = f" {pred['calibrated']}" if pred["calibrated"] else ""
+        lines.append(f"  KV cache: predicted {pred['kv_cache_tokens']:,} tokens, vLLM {kv:,} "
+                     f"({err:+.2f}%){note}")  # fmt: skip
+    elif kv is not None:
+        lines.append(f"  KV cache: vLLM {kv:,} tokens (no GPU prediction on this host)")
+    for s in starts:
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in s["phases"].items())
+        lines.append(f"  {'cold' if s['cold'] else 'warm'} start: ready in "
+                     f"{s['seconds_to_ready']:.1f} s ({phases}); stop {s['stop_seconds']:.1f} s, "
+                     f"exit {s['exit_code']}")  # fmt: skip
+    if "smoke" in out:
+        lines.append(f"  smoke: {out['smoke']}")
+    for level, b in out.get("bench", {}).items():
+        lines.append(f"  bench {level.replace('_', ' ')}: {b['output_tokens_per_s']} output "
+                     f"tokens/s, TTFT {b['mean_ttft_ms']} ms, "
+                     f"TPOT {b['mean_tpot_ms']} ms")  # fmt: skip
+    if "calibration" in out:
+        c = out["calibration"]
+        lines.append(f"  calibration stored: overhead {c['overhead_gib']} GiB per GPU "
+                     f"(kept: {c['stored_overhead_gib']} GiB over {c['runs']} run(s))")  # fmt: skip
+    return "\n".join(lines)

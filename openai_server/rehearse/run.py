@@ -1,0 +1,148 @@
+"""One rehearsal: the profile on its model's shape with dummy weights, through the real launcher.
+
+`serve launch` runs as a child process with `--log-format json`, so the rehearsal sees exactly the
+phases, diagnosis and exit codes an operator sees; this module reads its events, runs the smoke
+test and the bench against the live server, sends SIGTERM, and checks the stop (exit 143: the
+launcher itself verified that no process and no GPU memory of the server is left).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExitCode, ServeError
+
+STOP_TIMEOUT_S = 120
+
+
+@dataclass
+class Start:
+    """What one start showed: phases, the KV cache vLLM sized, the stop."""
+
+    cold: bool
+    seconds_to_ready: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds it took
+    kv_cache_tokens: int | None = None
+    kv_cache_gib: float | None = None  # per GPU, vLLM's "Available KV cache memory"
+    weights_gib: float | None = None
+    vllm_version: str | None = None  # as the engine logged it
+    stop_seconds: float | None = None
+    exit_code: int | None = None
+    failure: str = ""  # the launcher's one line when the start failed
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Launcher:
+    """`serve launch` as a child, its JSON events collected by a reader thread."""
+
+    def __init__(self, profile_file: Path, log: Path, ready_timeout: float) -> None:
+        cmd = [sys.executable, "-m", "openai_server", "launch", "--profile", str(profile_file),
+               "--log-format", "json", "--ready-timeout", str(ready_timeout),
+               "--log-file", str(log)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)  # fmt: skip
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                self.events.append(event)
+                if event.get("event") == "ready":
+                    self._ready.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready.wait(1.0):
+                return True
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                return self._ready.is_set()
+        return False
+
+    def stop(self) -> tuple[int, float]:
+        """SIGTERM as an orchestrator sends it; (exit code, seconds to exit)."""
+        start = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait()
+        self._reader.join(5)
+        return code, time.monotonic() - start
+
+    def failure(self) -> str:
+        """The launcher's one-line failure (`serve: error: ...` on its stderr, merged here)."""
+        errors = [line for line in self.lines if line.startswith("serve: error:")]
+        if errors:
+            return errors[-1].removeprefix("serve: error: ")
+        return self.lines[-1] if self.lines else "no output"
+
+
+def read_start(events: list[dict[str, Any]], start: Start) -> None:
+    for e in events:
+        if e.get("event") == "phase":
+            start.phases[str(e.get("phase"))] = float(e.get("since_previous", 0.0))
+            if e.get("phase") == "kv_cache":
+                start.kv_cache_tokens = e.get("tokens", start.kv_cache_tokens)
+                start.kv_cache_gib = e.get("kv_gib", start.kv_cache_gib)
+            if e.get("phase") == "weights" and "gib" in e:
+                start.weights_gib = e["gib"]
+            if e.get("phase") == "engine" and "version" in e:
+                start.vllm_version = str(e["version"])
+        elif e.get("event") == "ready":
+            start.seconds_to_ready = e.get("seconds")
+
+
+def one_start(profile_file: Path, workdir: Path, *, cold: bool, ready_timeout: float,
+              while_ready: Any = None) -> Start:  # fmt: skip
+    """Start, wait for ready, call `while_ready()` (smoke, bench), stop; never leaves a child."""
+    start = Start(cold=cold)
+    launcher = Launcher(profile_file, workdir / f"launch-{'cold' if cold else 'warm'}.log",
+                        ready_timeout)  # fmt: skip
+    try:
+        if launcher.wait_ready(ready_timeout + 60) and while_ready is not None:
+            while_ready()
+    finally:
+        code, took = launcher.stop()
+        start.exit_code, start.stop_seconds = code, round(took, 2)
+        read_start(launcher.events, start)
+    if start.seconds_to_ready is None:
+        start.failure = launcher.failure()
+    elif code not in (ExitCode.TERMINATED, ExitCode.OK):
+        start.failure = f"stop: exit {code}: {launcher.failure()}"
+    return start
+
+
+class RehearsalFailed(ServeError):
+    exit_code = ExitCode.START_FAILED

@@ -1,0 +1,88 @@
+"""The model a rehearsal serves: the profile's model *shape*, with no weights.
+
+vLLM serves random weights with `--load-format dummy` from a directory that has the model's
+config.json and a tokenizer covering its vocabulary; memory and speed are the real model's, the
+text is noise. The config comes from the model's own config.json (a local directory, or the
+Hugging Face cache), else from the shape table of `serve check`; the tokenizer is the built-in
+model's, padded with filler ids to the model's vocabulary size, with the same chat template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import tiny
+from ..errors import RefusedError
+from ..preflight import models
+from ..profile import BUILTIN_MODEL_PREFIX, Profile
+
+# The table's architectures -> the model_type transformers needs to read the config back.
+MODEL_TYPES = {
+    "LlamaForCausalLM": "llama",
+    "Phi3ForCausalLM": "phi3",
+    "Qwen2ForCausalLM": "qwen2",
+    "MistralForCausalLM": "mistral",
+    "Gemma2ForCausalLM": "gemma2",
+}
+
+
+def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
+    """(config.json mapping, where it came from) for the profile's model."""
+    local = Path(profile.model).expanduser()
+    path = local / "config.json" if local.is_dir() else None
+    if path is None:
+        path = models.hf_cache_config(profile.model, profile.revision)
+    if path is not None and path.is_file():
+        return json.loads(path.read_text()), str(path)
+    shape = models.in_table(profile.model)
+    if shape is None or shape.architecture not in MODEL_TYPES:
+        raise RefusedError(
+            f"rehearse: no shape for {profile.model}: no config.json in a local directory or the "
+            "Hugging Face cache, and not in serve's table; fix: `hf download "
+            f"{profile.model} config.json` (a few KB), or point model at a directory with it"
+        )
+    return table_config(shape), "serve's shape table"
+
+
+def table_config(shape: models.Shape) -> dict[str, Any]:
+    """A config.json for a table shape: what vLLM's memory use and speed depend on."""
+    return {
+        "architectures": [shape.architecture],
+        "model_type": MODEL_TYPES[shape.architecture],
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads,
+        "head_dim": shape.head_dim,
+        "vocab_size": shape.vocab,
+        "max_position_embeddings": shape.max_positions,
+        "tie_word_embeddings": shape.tied_embeddings,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0 if shape.architecture == "LlamaForCausalLM" else 10000.0,
+        "torch_dtype": "bfloat16",
+        "bos_token_id": 0,
+        "eos_token_id": 4,  # the tokenizer's <|end|>
+    }
+
+
+def build(profile: Profile, cache_dir: Path | None = None) -> tuple[Path, str]:
+    """(directory vLLM loads with --load-format dummy, where the config came from)."""
+    if profile.model.startswith(BUILTIN_MODEL_PREFIX):
+        return tiny.ensure(cache_dir), f"built-in {tiny.NAME}"
+    config, source = config_for(profile)
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    name = profile.model.rstrip("/").rsplit("/", 1)[-1]
+    target = (cache_dir or tiny.default_cache_dir()) / "rehearsal" / f"{name}-{digest}"
+    vocab = int((config.get("text_config") or config).get("vocab_size") or config["vocab_size"])
+
+    def write(out: Path) -> None:
+        tiny.write_tokenizer(out, vocab)
+        (out / "config.json").write_text(text)  # last: its presence means a whole directory
+
+    return tiny.generate_once(target, "config.json", write), source

@@ -1,0 +1,85 @@
+"""serve rehearse: the model directory it builds, the calibration store, and a CPU run end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from openai_server import loader
+from openai_server.errors import RefusedError
+from openai_server.preflight import calibration
+from openai_server.rehearse import shape
+from tests.conftest import SERVE, vllm_installed
+
+
+def test_a_table_model_gets_its_shape_and_a_tokenizer_of_its_vocabulary(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    prof = loader.load("l4", environ={}).profile
+    directory, source = shape.build(prof, tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    assert source == "serve's shape table" and config["architectures"] == ["LlamaForCausalLM"]
+    assert (config["hidden_size"], config["num_key_value_heads"], config["vocab_size"]) == (
+        4096, 8, 128256)  # fmt: skip
+    tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    assert tok.get_vocab_size() == 128256  # every id the dummy weights can sample decodes
+    assert tok.decode([128255]) == "filler128255"
+    tokenizer_config = json.loads((directory / "tokenizer_config.json").read_text())
+    assert "chat_template" in tokenizer_config
+    again, _ = shape.build(prof, tmp_path)
+    assert again == directory  # keyed by the config: built once
+
+
+def test_a_local_config_wins_over_the_table(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,
+              "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+              "num_key_value_heads": 2, "vocab_size": 151936}  # fmt: skip
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    prof = loader.load_text(f"model: {tmp_path / 'm'}\n").profile
+    directory, source = shape.build(prof, tmp_path / "cache")
+    assert source.endswith("config.json")
+    assert json.loads((directory / "config.json").read_text()) == config
+
+
+def test_an_unknown_model_is_refused_with_the_download_to_make() -> None:
+    prof = loader.load_text("model: some-org/unknown-7b\n").profile
+    with pytest.raises(
+        RefusedError, match=re.escape("hf download some-org/unknown-7b config.json")
+    ):
+        shape.config_for(prof)
+
+
+def test_calibration_keeps_the_largest_overhead_per_key(tmp_path: Path) -> None:
+    key = calibration.Key("NVIDIA H100 80GB HBM3", "0.26.0", "LlamaForCausalLM", 1, 1, False)
+    other = calibration.Key("NVIDIA H100 80GB HBM3", "0.26.0", "LlamaForCausalLM", 2, 1, False)
+    calibration.record(tmp_path, key, 300, "2026-11-26")
+    calibration.record(tmp_path, key, 100, "2026-11-27")
+    calibration.record(tmp_path, other, 900, "2026-11-27")
+    found = calibration.find(tmp_path, key)
+    assert found is not None and (found.overhead_bytes, found.runs) == (300, 2)
+    assert found.note() == "calibrated on this host, 2026-11-27 (2 run(s))"
+    third = calibration.Key("NVIDIA H200", "0.26.0", "LlamaForCausalLM", 1, 1, False, "fp8")
+    assert calibration.record(tmp_path, third, -500, "2026-11-27").overhead_bytes == 0  # never < 0
+    (tmp_path / calibration.FILE).write_text("not json")
+    assert calibration.find(tmp_path, key) is None  # a broken store is no calibration
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not vllm_installed(), reason="vLLM is not installed: run `make install`")
+def test_rehearse_tiny_cpu_end_to_end() -> None:
+    done = subprocess.run([*SERVE, "rehearse", "-p", "tiny-cpu", "--bench-prompts", "4", "--json"],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    (start,) = out["starts"]
+    assert start["exit_code"] == 143 and start["seconds_to_ready"] > 0 and not start["failure"]
+    assert start["kv_cache_tokens"] > 0 and "weights" in start["phases"]
+    assert out["smoke"].startswith("ok: tiny-phi3")
+    for level in ("concurrency_1", "concurrency_8"):
+        assert out["bench"][level]["completed"] > 0
+        assert out["bench"][level]["output_tokens_per_s"] > 0
