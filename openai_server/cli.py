@@ -18,7 +18,7 @@ from . import loader, render
 from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
 from .clients import commands as clients_commands
 from .deploy import commands as deploy_commands
-from .errors import NotReady, ServeError
+from .errors import NotReady, RefusedError, ServeError
 from .multicast import all_reduce
 from .preflight import commands as preflight_commands
 from .profile import BUILTIN_MODEL_PREFIX, Profile
@@ -236,6 +236,14 @@ def launch_cmd(
 
     resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
     prof = resolved.profile
+    if (prof.nodes or 1) > 1:
+        # node 0 alone would wait for ranks that never come (the rendered k8s-lws and hosts files
+        # call `serve launch --node-rank R --head-address HOST`, which is not written yet)
+        raise RefusedError(
+            f"launch: nodes: {prof.nodes}: serve launch runs one node; the per-node launcher "
+            "(--node-rank, --head-address) is not implemented yet; fix: nodes: 1, or start vLLM's "
+            "own multi-node launcher on each node"
+        )
     if not no_check:
         preflight_commands.before_launch(prof, python=sys.executable)
     opts = LaunchOptions.for_profile(

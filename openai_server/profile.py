@@ -7,13 +7,43 @@ applies, and `serve render --explain` says so. Every default lives in this file,
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+# Re-exported: what other modules know as the profile's own names.
+from .profile_values import BUILTIN_ADAPTERS as BUILTIN_ADAPTERS
+from .profile_values import (
+    BUILTIN_MODEL_PREFIX as BUILTIN_MODEL_PREFIX,
+)
+from .profile_values import BUILTIN_MODELS as BUILTIN_MODELS
+from .profile_values import (
+    ENV_NAME,
+    HF_TOKEN_VALUE,
+    MAX_SERVED_MODEL_NAME,
+    AdapterSource,
+    Arg,
+    FlagValue,
+    HostValue,
+    ServedName,
+    Text,
+    builtin_known,
+    check_json,
+    not_an_option,
+    secret_error,
+    secret_flag,
+    valid_host,
+    valid_interface,
+)
+from .profile_values import (
+    NETWORK_INTERFACE_VARS as NETWORK_INTERFACE_VARS,
+)
+from .profile_values import UNECHOED_ERRORS as UNECHOED_ERRORS
+from .profile_values import (
+    is_secret_name as is_secret_name,
+)
 
 Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
 # The quantization methods that exist in every vLLM we support (0.26 to 0.33); preflight refines
@@ -51,222 +81,9 @@ ServerKind = Literal["openai", "custom"]
 # nodes, its `--nnodes` launcher). vLLM has others (uni, external_launcher) that serve does not run.
 ExecutorBackend = Literal["ray", "mp"]
 
-BUILTIN_MODEL_PREFIX = "builtin:"
-# The models serve generates itself (tiny/), by name: here, so that the profile can refuse an
-# unknown one without importing the generator (render maps each name to its directory).
-BUILTIN_MODELS = frozenset({"tiny-phi3"})
 # Keys vLLM's OpenAI server renders and the custom server (our /generate) has no use for.
 OPENAI_SERVER_FEATURES = ("enable_auto_tool_choice", "tool_call_parser", "reasoning_parser",
                           "lora_modules")  # fmt: skip
-# LoRA adapters serve generates for them (tiny/adapter.py), by name, as `builtin:NAME`.
-BUILTIN_ADAPTERS = frozenset({"tiny-phi3-lora"})
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-# ---------------------------------------------------------------- strings that reach vLLM
-#
-# Every string of a profile ends up in vLLM's argv or environment (or in `serve`'s one-line
-# output), so characters no process argument should hold are refused where they are written:
-# NUL (execve cannot pass it: the launch would die with a traceback), the other C0 and C1 control
-# characters and DEL (terminal escapes that rewrite what `serve render` shows; a newline that breaks
-# a one-line command) and lone surrogates (a "\ud800" escape: not encodable for execve or a
-# terminal). Tab is allowed everywhere: it is harmless to argv, environment and terminal, and comes
-# with pasted text. Newline is allowed only in multi-line text: `description` and `chat_template`
-# (an inline Jinja template).
-
-# Errors of these types never repeat the value: it may be a secret, or unprintable.
-UNECHOED_ERRORS = frozenset({"control_character", "secret_in_profile", "not_for_vllm"})
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
-_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _control_error(text: str, found: re.Match[str], where: str = "") -> PydanticCustomError:
-    allowed = "tab and newline" if found.re is _CONTROL_MULTILINE else "tab"
-    code = ord(found.group())
-    kind = "unpaired surrogate" if 0xD800 <= code <= 0xDFFF else "control character"
-    return PydanticCustomError(
-        "control_character",
-        "{kind} {char} at position {pos}{where}; vLLM cannot take it (printable characters and "
-        "{allowed} are allowed)",
-        {"kind": kind, "char": f"U+{code:04X}", "pos": found.start(), "where": where,
-         "allowed": allowed},
-    )  # fmt: skip
-
-
-def _printable(v: str) -> str:
-    if found := _CONTROL.search(v):
-        raise _control_error(v, found)
-    return v
-
-
-def _printable_lines(v: str) -> str:
-    if found := _CONTROL_MULTILINE.search(v):
-        raise _control_error(v, found)
-    return v
-
-
-def _not_an_option(v: str) -> str:
-    # rendered as `--flag VALUE`: argparse reads a value that starts with '-' as an option
-    if v.startswith("-"):
-        raise ValueError("starts with '-', so vLLM's parser would read it as an option")
-    return v
-
-
-# A string rendered into argv or the environment; one rendered as the value of a vLLM flag; text.
-Arg = Annotated[str, AfterValidator(_printable)]
-FlagValue = Annotated[str, AfterValidator(_printable), AfterValidator(_not_an_option)]
-Text = Annotated[str, AfterValidator(_printable_lines)]
-
-# RFC 1123 host name label: letters, digits and '-', not at either end, at most 63 characters.
-_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def _host(v: str) -> str:
-    """An IP address (v4, v6, v6 with a %scope) or an RFC 1123 host name: what uvicorn can bind.
-    A name whose last label is all digits is a malformed IPv4 address (RFC 1123 section 2.1)."""
-    try:
-        ipaddress.ip_address(v)
-        return v
-    except ValueError:
-        pass
-    labels = v.removesuffix(".").split(".")
-    if len(v) <= 253 and all(_HOST_LABEL.fullmatch(x) for x in labels) and not labels[-1].isdigit():
-        return v
-    hint = " (no brackets around an IPv6 address)" if v.startswith("[") else ""
-    raise ValueError(
-        f"not an IP address or a host name{hint}; use an address such as 127.0.0.1, 0.0.0.0 or "
-        "::1, or a name of letters, digits, '-' and '.' (RFC 1123)"
-    )
-
-
-# An address vLLM's processes on other nodes connect to (rendered as a flag's value).
-HostValue = Annotated[FlagValue, AfterValidator(_host)]
-# A Linux interface name (IFNAMSIZ: at most 15 characters, no '/', ':' or whitespace), as
-# NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME take one.
-_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-# The environment network_interface renders (NCCL's and Gloo's socket interface, vLLM docs:
-# "Distributed inference and serving", troubleshooting).
-NETWORK_INTERFACE_VARS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
-
-
-def _interface(v: str) -> str:
-    if not _INTERFACE.fullmatch(v):
-        raise ValueError("not a network interface name; use one like eth0 or ens5 (at most 15 "
-                         "letters, digits, '_', '.', '-')")  # fmt: skip
-    return v
-
-
-# What clients send as the `model` field of a request and vLLM uses as a URL path segment in some
-# routes: no whitespace (a name with a leading or trailing space matches no request), nothing a URL
-# path must escape, '/' only inside (Hugging Face ids are org/name).
-MAX_SERVED_MODEL_NAME = 256
-_URL_UNSAFE = set('"#%<>?\\^`{|}')
-
-
-def _served_name(v: str) -> str:
-    if not v:
-        raise ValueError("empty; leave served_model_name out to serve the model under its own name")
-    if len(v) > MAX_SERVED_MODEL_NAME:
-        raise PydanticCustomError(
-            "not_for_vllm",
-            "{n} characters; at most {most}",
-            {"n": len(v), "most": MAX_SERVED_MODEL_NAME},
-        )
-    bad = next((ch for ch in v if ch.isspace() or ch in _URL_UNSAFE), None)
-    if bad is not None:
-        raise ValueError(
-            f"{bad!r} cannot be in a model name that clients send; use letters, digits and "
-            '- . _ : / @ + (no whitespace, none of " # % < > ? \\ ^ ` { | })'
-        )
-    if v.startswith("/") or v.endswith("/"):
-        raise ValueError("cannot start or end with '/'; a name like org/model is allowed")
-    return v
-
-
-ServedName = Annotated[FlagValue, AfterValidator(_served_name)]
-
-
-def _adapter_known(v: str) -> str:
-    name = v.removeprefix(BUILTIN_MODEL_PREFIX)
-    if v.startswith(BUILTIN_MODEL_PREFIX) and name not in BUILTIN_ADAPTERS:
-        known = ", ".join(BUILTIN_MODEL_PREFIX + name for name in sorted(BUILTIN_ADAPTERS))
-        raise ValueError(f"unknown built-in adapter; built-in: {known}")
-    return v
-
-
-AdapterSource = Annotated[FlagValue, AfterValidator(_adapter_known)]
-
-
-def _builtin_known(v: str) -> str:
-    if v.startswith(BUILTIN_MODEL_PREFIX) and v[len(BUILTIN_MODEL_PREFIX) :] not in BUILTIN_MODELS:
-        known = ", ".join(BUILTIN_MODEL_PREFIX + name for name in sorted(BUILTIN_MODELS))
-        raise ValueError(f"unknown built-in model; built-in: {known}")
-    return v
-
-
-# ---------------------------------------------------------------- secrets
-#
-# A profile is checked into a repository and printed by `serve render`: a secret written in it is
-# leaked. Names that hold one (VLLM_API_KEY, HF_TOKEN, HUGGING_FACE_HUB_TOKEN, OPENAI_API_KEY,
-# AWS_SECRET_ACCESS_KEY, ...) may not be given a value under `env:` (an empty value, which unsets
-# an inherited one, is not a secret); the fix is to leave the variable in the launcher's
-# environment, which the server inherits, or for the API key to name it with api_key_env.
-_SECRET_NAME = re.compile(
-    r"(?:^|_)(?:TOKEN|API_?KEY|SECRET|SECRET_KEY|SECRET_ACCESS_KEY|PASSWORD)$"
-)
-_NOT_SECRETS = frozenset({"HF_HUB_DISABLE_IMPLICIT_TOKEN"})  # a switch named like a secret
-# A Hugging Face access token, under whatever name: hf_ and 34 letters and digits.
-_HF_TOKEN_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{30,}")
-# vLLM flags whose value is a secret (argparse also accepts a unique prefix, like --api-k)
-_SECRET_FLAGS = {"--api-key": "api_key_env", "--hf-token": "HF_TOKEN"}
-
-
-def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return upper not in _NOT_SECRETS and _SECRET_NAME.search(upper) is not None
-
-
-def _secret_error(fix: str, key: str | None = None, what: str = "") -> PydanticCustomError:
-    """`key`: the env variable (the error's key path ends with it); `what`: said first."""
-    return PydanticCustomError(
-        "secret_in_profile",
-        "{what}a secret must not be written in a profile (it would be committed with the file "
-        "and printed by `serve render`); {fix}",
-        {"what": what, "fix": fix, **({"key": key} if key else {})},
-    )
-
-
-def _secret_flag(arg: str) -> str | None:
-    name = arg.split("=", 1)[0]
-    if len(name) < 6:  # "--api", "--hf" are prefixes of other flags too
-        return None
-    return next((flag for flag in _SECRET_FLAGS if flag.startswith(name)), None)
-
-
-def _check_json(value: Any, path: str) -> None:
-    """A JSON flag value (--speculative-config): printable strings, 64-bit integers."""
-    if isinstance(value, str):
-        if found := _CONTROL.search(value):
-            raise _control_error(value, found, f" in {path or 'the value'}")
-    elif isinstance(value, bool | float) or value is None:
-        return
-    elif isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise PydanticCustomError(
-                "not_for_vllm", "{path}: an integer beyond 64 bits", {"path": path or "value"}
-            )
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_json(key, f"{path}.{key}".lstrip(".") if isinstance(key, str) else path)
-            _check_json(item, f"{path}.{key}".lstrip("."))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_json(item, f"{path}[{i}]")
-    else:  # dates, sets, bytes from YAML tags: json.dumps cannot write them
-        raise PydanticCustomError(
-            "not_for_vllm",
-            "{path}: a {kind} is not JSON; use strings, numbers, booleans, lists and mappings",
-            {"path": path or "value", "kind": type(value).__name__},
-        )
 
 
 class Strict(BaseModel):
@@ -298,7 +115,7 @@ class Profile(Strict):
     )
 
     # --- engine (vLLM flags) ---
-    model: Annotated[FlagValue, AfterValidator(_builtin_known)] = Field(
+    model: Annotated[FlagValue, AfterValidator(builtin_known)] = Field(
         ..., min_length=1, description="Hugging Face id, local directory, or builtin:tiny-phi3"
     )
     served_model_name: ServedName | None = Field(
@@ -378,7 +195,7 @@ class Profile(Strict):
     shutdown_timeout: int | None = Field(
         None, ge=0, le=3600, description="seconds vLLM drains in-flight requests on SIGTERM"
     )
-    chat_template: Annotated[Text, AfterValidator(_not_an_option)] | None = Field(
+    chat_template: Annotated[Text, AfterValidator(not_an_option)] | None = Field(
         None, description="a template file or an inline Jinja template"
     )
     download_dir: FlagValue | None = None
@@ -426,7 +243,7 @@ class Profile(Strict):
 
     # --- server ---
     server: ServerKind = Field("openai", description="openai: vLLM's server; custom: ours (SSE)")
-    host: Annotated[str, AfterValidator(_host)] = Field(
+    host: Annotated[str, AfterValidator(valid_host)] = Field(
         "127.0.0.1", min_length=1, description="an IP address or a host name (RFC 1123)"
     )
     port: int | None = Field(
@@ -452,7 +269,7 @@ class Profile(Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not _ENV_NAME.match(v):
+        if v is not None and not ENV_NAME.match(v):
             raise ValueError("must be an environment variable name like VLLM_API_KEY")
         return v
 
@@ -460,7 +277,7 @@ class Profile(Strict):
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
-            if not _ENV_NAME.match(name):
+            if not ENV_NAME.match(name):
                 raise PydanticCustomError(
                     "env_name",
                     "not an environment variable name; use letters, digits and '_', not a digit "
@@ -476,10 +293,10 @@ class Profile(Strict):
         for name, value in v.items() if isinstance(v, dict) else ():
             if value == "" or not isinstance(name, str):
                 continue
-            if is_secret_name(name) or (isinstance(value, str) and _HF_TOKEN_VALUE.search(value)):
+            if is_secret_name(name) or (isinstance(value, str) and HF_TOKEN_VALUE.search(value)):
                 also = " or name it with api_key_env" if "KEY" in name.upper() else ""
                 fix = f"leave {name} in the launcher's environment (the server inherits it){also}"
-                raise _secret_error(fix, key=name)
+                raise secret_error(fix, key=name)
         return v
 
     @field_validator("extra_args", mode="before")
@@ -487,7 +304,7 @@ class Profile(Strict):
     def _no_secrets_in_argv(cls, v: Any) -> Any:
         args = [a if isinstance(a, str) else "" for a in v] if isinstance(v, list) else []
         for i, arg in enumerate(args):
-            flag = _secret_flag(arg)
+            flag = secret_flag(arg)
             takes_value = "=" in arg or (i + 1 < len(v) and not args[i + 1].startswith("-"))
             if flag == "--api-key" or (flag and takes_value):
                 fix = (
@@ -495,21 +312,21 @@ class Profile(Strict):
                     if flag == "--api-key"
                     else "leave HF_TOKEN in the launcher's environment (the server inherits it)"
                 )
-                raise _secret_error(fix, what=f"{flag}: ")
-            if _HF_TOKEN_VALUE.search(arg):
+                raise secret_error(fix, what=f"{flag}: ")
+            if HF_TOKEN_VALUE.search(arg):
                 fix = "leave HF_TOKEN in the launcher's environment (the server inherits it)"
-                raise _secret_error(fix, what=f"item {i} looks like a Hugging Face token: ")
+                raise secret_error(fix, what=f"item {i} looks like a Hugging Face token: ")
         return v
 
     @field_validator("network_interface")
     @classmethod
     def _interface_name(cls, v: str | None) -> str | None:
-        return None if v is None else _interface(v)
+        return None if v is None else valid_interface(v)
 
     @field_validator("speculative_config", "structured_outputs_config")
     @classmethod
     def _json_for_vllm(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        _check_json(v, "")
+        check_json(v, "")
         return v
 
     @model_validator(mode="after")

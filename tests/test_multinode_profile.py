@@ -282,3 +282,9 @@ def test_schema_documents_every_multinode_key() -> None:
         for f in render.engine_args(load(RAY_2X8 + "network_interface: eth0\n"))
         if f.startswith("--")
     }
+
+
+def test_launch_refuses_a_multi_node_profile_in_one_line() -> None:
+    done = CliRunner().invoke(app, ["launch", "-p", str(EXAMPLE), "--no-check"])
+    assert done.exit_code == 4
+    assert "per-node launcher" in done.output and len(done.output.strip().splitlines()) == 1

@@ -8,6 +8,8 @@
 - `hf_space.py`     a Hugging Face Docker Space (README front matter, Dockerfile for UID 1000)
 - `hf_endpoint.py`  the arguments of huggingface_hub.create_inference_endpoint, and apply.py
 - `skyserve.py`     a SkyPilot service
+- `k8s_lws.py`      over several nodes: a LeaderWorkerSet (leader + workers, restarted as a group)
+- `hosts.py`        over several plain hosts: one script per node
 - `yamlout.py`      YAML as the targets write it (multi-line text as literal blocks)
 - `commands.py`     `serve deploy`: validate, preflight for the target's GPUs, write the files
 
