@@ -621,9 +621,24 @@ def vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("vllm-cache")
 
 
+# Run for real: every target but skyserve, whose container runs the same entrypoint with the
+# profile in PROFILE_YAML as hf-endpoint's (its contract is still extracted and checked below);
+# each run is a cold vLLM start of one to two minutes on a 2-core CI machine.
+RUN_TARGETS = ("compose", "hf-endpoint", "hf-space", "k8s")
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_target_renders_a_complete_contract(target: str) -> None:
+    render, extract = TARGETS[target]
+    profile = loader.load("tiny-cpu", sets=["port=8123"], environ={}).profile
+    contract = extract(render(profile))
+    assert contract.grace_s > 0 and contract.port == 8123 and contract.command
+    assert contract.profile_text.strip() and contract.probe
+
+
 @pytest.mark.e2e
 @requires_vllm
-@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("target", RUN_TARGETS)
 def test_rendered_container_is_healthy_then_stops_within_its_grace(
     target: str, tmp_path: Path, rootfs: Path, vllm_cache: Path
 ) -> None:
