@@ -40,11 +40,6 @@ def judge(profile: Profile, gpu: str, count: int, vllm_version: str) -> Report:
     return run(profile, target)
 
 
-def _refusal(report: Report) -> str:
-    first = next(c for c in report.checks if c.status == "refused")
-    return first.reason + (f"; fix: {first.fix}" if first.fix else "")
-
-
 def choose(
     profile: Profile,
     offers: Sequence[str],
@@ -88,7 +83,7 @@ def choose(
             )
         report = judge(profile, name, count, vllm_version)
         if report.refused:
-            raise RefusedError(f"deploy --target {target} on {name}:{count}: {_refusal(report)}")
+            raise RefusedError(f"deploy --target {target} on {name}:{count}: {report.refusal()}")
         return Choice(name, count, f"{name} x{count}: named by --gpu", report)
     judged = [(name, judge(profile, name, needed, vllm_version)) for name in offers]
     runs = [(name, r) for name, r in judged if not r.refused]
@@ -112,5 +107,5 @@ def choose(
     name, report = judged[-1]
     raise RefusedError(
         f"deploy --target {target}: no GPU it rents runs this profile ({name} x{needed}: "
-        f"{_refusal(report)})"
+        f"{report.refusal()})"
     )

@@ -114,10 +114,8 @@ def deploy_cmd(
     hardware = None if gpu and not rented else gpus.Hardware((), "none")
     report = run(prof, Target(gpu=None if rented else gpu, vllm_version=vllm_version,
                               check_port=False), hardware)  # fmt: skip
-    refused = [c for c in report.checks if c.status == "refused"]
-    if refused:
-        fix = f"; fix: {refused[0].fix}" if refused[0].fix else ""
-        raise RefusedError(f"deploy: {refused[0].reason}{fix}")
+    if (refusal := report.refusal()) is not None:
+        raise RefusedError(f"deploy: {refusal}")
     choice = None
     if rented:
         offers = RENTED[target](gpus_needed(prof))

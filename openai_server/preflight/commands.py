@@ -48,9 +48,8 @@ def check_cmd(
         print(json.dumps(report.as_json(), indent=2))
     else:
         _print_report(report)
-    if report.refused:
-        first = next(c for c in report.checks if c.status == "refused")
-        raise RefusedError(f"{first.reason}; fix: {first.fix}" if first.fix else first.reason)
+    if (refusal := report.refusal()) is not None:
+        raise RefusedError(refusal)
 
 
 def before_launch(profile: Profile, *, python: str) -> None:
@@ -60,10 +59,8 @@ def before_launch(profile: Profile, *, python: str) -> None:
         print(f"{WARN_PREFIX}{c.name}: {c.reason}", file=sys.stderr, flush=True)
     refused = [c for c in report.checks if c.status == "refused"]
     if refused:
-        first = refused[0]
         more = f" (and {len(refused) - 1} more; see `serve check`)" if len(refused) > 1 else ""
-        fix = f"; fix: {first.fix}" if first.fix else ""
-        raise RefusedError(f"check: {first.reason}{fix}{more} (--no-check skips the checks)")
+        raise RefusedError(f"check: {report.refusal()}{more} (--no-check skips the checks)")
 
 
 def _python(profile: Profile) -> str:

@@ -67,6 +67,14 @@ class Report:
     def refused(self) -> bool:
         return any(c.status == "refused" for c in self.checks)
 
+    def refusal(self) -> str | None:
+        """The first refused check as one line, `reason; fix: fix`, or None: every command that
+        stops on a refusal says it this way."""
+        first = next((c for c in self.checks if c.status == "refused"), None)
+        if first is None:
+            return None
+        return f"{first.reason}; fix: {first.fix}" if first.fix else first.reason
+
     @property
     def warnings(self) -> list[Check]:
         return [c for c in self.checks if c.status == "warning"]

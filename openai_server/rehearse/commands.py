@@ -96,10 +96,8 @@ def rehearse_cmd(
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
     facts = gather(prof, Target(check_port=False))
     report = evaluate(facts)
-    refused = [c for c in report.checks if c.status == "refused"]
-    if refused:
-        fix = f"; fix: {refused[0].fix}" if refused[0].fix else ""
-        raise RefusedError(f"rehearse: {refused[0].reason}{fix}")
+    if (refusal := report.refusal()) is not None:
+        raise RefusedError(f"rehearse: {refusal}")
     model_dir, source = shape.build(prof)
     api_key = os.environ.get(prof.api_key_env) if prof.api_key_env else None
     concurrency = min(prof.max_num_seqs or MAX_CONCURRENCY, MAX_CONCURRENCY)
