@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -23,6 +23,10 @@ from .multicast import all_reduce
 from .preflight import commands as preflight_commands
 from .profile import BUILTIN_MODEL_PREFIX, Profile
 from .rehearse import commands as rehearse_commands
+
+if TYPE_CHECKING:
+    from .launch.options import LaunchOptions
+    from .launch.reporter import Reporter
 
 app = typer.Typer(
     add_completion=False,
@@ -226,8 +230,28 @@ def launch_cmd(
     smoke: Annotated[
         bool, typer.Option("--smoke", help="run `serve smoke` right after ready; fail if it fails")
     ] = False,
+    node_rank: Annotated[
+        int | None,
+        typer.Option(help="nodes > 1: this node's rank (0: the head, which serves the API)", min=0),
+    ] = None,
+    head_address: Annotated[
+        str | None,
+        typer.Option(
+            help="nodes > 1: node 0's address as every node reaches it (default: the profile's "
+            "master_addr or data_parallel_address)"
+        ),
+    ] = None,
+    join_timeout: Annotated[
+        float, typer.Option(help="nodes > 1: seconds for every node to join the head")
+    ] = 600.0,
+    control_port: Annotated[
+        int, typer.Option(help="nodes > 1: the port the head's launcher listens on for the others")
+    ] = 29_499,
 ) -> None:
-    """Validate, check, render, start and supervise the server until it is stopped or fails."""
+    """Validate, check, render, start and supervise the server until it is stopped or fails.
+
+    Over several nodes: the same command on every node with its --node-rank and --head-address;
+    node 0 waits until all have joined, then serves."""
     from . import tiny
     from .launch.options import LaunchOptions, Timing
     from .launch.reporter import Reporter
@@ -236,16 +260,12 @@ def launch_cmd(
 
     resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
     prof = resolved.profile
-    if (prof.nodes or 1) > 1:
-        # node 0 alone would wait for ranks that never come (the rendered k8s-lws and hosts files
-        # call `serve launch --node-rank R --head-address HOST`, which is not written yet)
-        raise RefusedError(
-            f"launch: nodes: {prof.nodes}: serve launch runs one node; the per-node launcher "
-            "(--node-rank, --head-address) is not implemented yet; fix: nodes: 1, or start vLLM's "
-            "own multi-node launcher on each node"
-        )
+    head = _node_role(prof, node_rank, head_address)
     if not no_check:
         preflight_commands.before_launch(prof, python=sys.executable)
+        if head is not None:
+            assert node_rank is not None
+            preflight_commands.before_node(prof, rank=node_rank, control_port=control_port)
     opts = LaunchOptions.for_profile(
         prof,
         os.environ,
@@ -264,11 +284,19 @@ def launch_cmd(
         tiny.ensure()
     # --no-check runs nothing before the server: another interpreter's vLLM stays unknown
     vllm = target_vllm(prof.python or sys.executable, may_run=not no_check)
-    command = render.render(prof, python=sys.executable, vllm=vllm, environ=os.environ)
     mode = Reporter.mode_for(log_format, verbose=verbose, tty=sys.stdout.isatty())
     log = log_file.open("a", buffering=1) if log_file else None
     ui = Reporter(mode, verbose=verbose, log_file=log)
     origin = loader.display(resolved.path) if resolved.path else profile_ref(profile)
+    if head is not None:
+        assert node_rank is not None
+        try:
+            _launch_node(prof, opts, ui, origin, vllm, node_rank, head, join_timeout, control_port)
+        finally:
+            if log is not None:
+                log.close()
+        return
+    command = render.render(prof, python=sys.executable, vllm=vllm, environ=os.environ)
     ui.event("command", f"profile {origin}: {command.shell_line()}", argv=command.argv)
     on_ready = (
         (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, opts.api_key))
@@ -285,6 +313,66 @@ def launch_cmd(
     finally:
         if log is not None:
             log.close()
+
+
+def _node_role(prof: Profile, node_rank: int | None, head_address: str | None) -> str | None:
+    """The head's address when this launch is one node of several, None for a single node;
+    RefusedError (one line) when the options and the profile disagree."""
+    nodes = prof.plan.nodes
+    if nodes == 1:
+        if node_rank is not None or head_address is not None:
+            raise RefusedError("launch: --node-rank/--head-address: the profile runs on one node "
+                               "(nodes: 1); fix: drop them, or set nodes")  # fmt: skip
+        return None
+    if node_rank is None:
+        raise RefusedError(
+            f"launch: nodes: {nodes}: run `serve launch --node-rank R --head-address HOST` on "
+            f"each of the {nodes} nodes (R = 0 on the head, which serves the API)"
+        )
+    if node_rank >= nodes:
+        raise RefusedError(f"launch: --node-rank {node_rank}: the profile has {nodes} nodes "
+                           f"(ranks 0 to {nodes - 1})")  # fmt: skip
+    head = head_address or prof.master_addr or prof.data_parallel_address
+    if not head:
+        raise RefusedError(
+            "launch: --head-address: node 0's address is needed on every node (the profile sets "
+            "neither master_addr nor data_parallel_address); fix: --head-address HOST"
+        )
+    return head
+
+
+def _launch_node(
+    prof: Profile,
+    opts: LaunchOptions,
+    ui: Reporter,
+    origin: str,
+    vllm: tuple[str, str] | None,
+    rank: int,
+    head: str,
+    join_timeout: float,
+    control_port: int,
+) -> None:
+    from . import nodes
+    from .launch import node
+
+    spec = nodes.spec(prof, rank=rank, head=head, python=sys.executable, vllm=vllm,
+                      environ=os.environ, control_port=control_port)  # fmt: skip
+    for part in (spec.ray, spec.server):
+        if part is not None:
+            ui.event("command", f"profile {origin}, node {rank}: {part.shell_line()}",
+                     argv=part.argv)  # fmt: skip
+    try:
+        if rank == 0:
+            node.run_head(spec, opts, ui, join_timeout)
+        else:
+            node.run_worker(spec, opts, ui, join_timeout)
+    except ServeError as e:
+        if e.detail:
+            ui.detail("relevant lines of the output", e.detail)
+            e.detail = []
+        raise
+    finally:
+        ui.close()
 
 
 # The whole command surface, in one place. Heavy imports stay inside the commands.

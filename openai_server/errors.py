@@ -37,6 +37,10 @@ class ExitCode(IntEnum):
     STARTUP_HUNG = 30  # no output, no phase change and no CPU activity for --stall-timeout
     ENGINE_HUNG = 31  # after ready, the deep probe got no token back in time (/health may say 200)
     STOP_INCOMPLETE = 32  # a process of the server's group, or its GPU memory, outlived the stop
+    # a server over several nodes (serve launch --node-rank): the group, not one process, failed
+    NODE_LOST = 33  # the head: a worker node's launcher, or its part of the server, went away
+    HEAD_LOST = 34  # a worker: the head's launcher went away (or never answered)
+    JOIN_TIMEOUT = 35  # the head: not every node joined within --join-timeout
     INTERRUPTED = 130  # stopped by SIGINT (128 + 2), after a clean group stop
     TERMINATED = 143  # stopped by SIGTERM (128 + 15), after a clean group stop
 
@@ -92,6 +96,24 @@ class DiedAfterReady(StartFailed):
 
 class Hung(StartFailed):
     """The server stopped making progress (start-up stall, or an engine that no longer answers)."""
+
+
+class NodeLost(StartFailed):
+    """A node of a group left (its launcher or its part of the server): the group is stopped."""
+
+    exit_code = ExitCode.NODE_LOST
+
+
+class HeadLost(ServeError):
+    """A worker node lost its head (or never reached it): it stopped its part and exits."""
+
+    exit_code = ExitCode.HEAD_LOST
+
+
+class JoinTimeout(ServeError):
+    """Not every node of the group joined the head in time."""
+
+    exit_code = ExitCode.JOIN_TIMEOUT
 
 
 class StopIncomplete(ServeError):

@@ -256,12 +256,14 @@ def run(
     *,
     environ: Mapping[str, str] | None = None,
     on_ready: Callable[[], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> None:
     """Launch and supervise until a signal or a failure; never leaves a server process behind.
+    `stop`: what the loops check between probes (a node group's adds its nodes' departures).
 
     Returns only by raising: Interrupted for a requested stop, another ServeError for a failure,
     StopIncomplete when the stop itself left a process or GPU memory behind."""
-    stop = StopRequest()
+    stop = stop or StopRequest()
     env = command.environment(os.environ if environ is None else environ)
     restarts = Restarts(opts.restart)
     with signals_to(stop):

@@ -63,6 +63,36 @@ def before_launch(profile: Profile, *, python: str) -> None:
         raise RefusedError(f"check: {report.refusal()}{more} (--no-check skips the checks)")
 
 
+def before_node(profile: Profile, *, rank: int, control_port: int) -> None:
+    """One node's own checks (preflight/node.py): the ports its rank opens, /dev/shm; RefusedError
+    when the node cannot take its part."""
+    from . import node
+
+    ports: dict[str, int] = {}
+    if rank == 0:
+        ports["the API port"] = profile.effective_port
+        ports["the head's control port"] = control_port
+        if profile.distributed_executor_backend == "ray":
+            ports["Ray's head port"] = 6379
+        elif profile.plan.nnodes_launcher:
+            ports["master_port (torch.distributed's rendezvous)"] = profile.master_port or 29_501
+    facts = node.NodeFacts(
+        rank=rank,
+        gpus_per_node=profile.plan.gpus_per_node,
+        ports=ports,
+        busy=node.busy_ports(ports),
+        shm_bytes=node.shm_bytes(),
+        uses_gpus=gpus.detect().count > 0,
+    )
+    report = Report()
+    for name, status, reason, fix in node.lines(facts):
+        report.add(name, status, reason, fix)
+    for c in report.warnings:
+        print(f"{WARN_PREFIX}{c.name}: {c.reason}", file=sys.stderr, flush=True)
+    if any(c.status == "refused" for c in report.checks):
+        raise RefusedError(f"check: node {rank}: {report.refusal()} (--no-check skips the checks)")
+
+
 def _python(profile: Profile) -> str:
     return profile.python or sys.executable
 

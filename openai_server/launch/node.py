@@ -1,0 +1,409 @@
+"""One node of a server over several nodes: what `serve launch --node-rank R` does.
+
+The head (rank 0) listens for the other nodes' launchers (group.py), shows the join as a phase
+("1 of 2 nodes joined"), starts Ray's head first where the backend is Ray and waits until Ray counts
+every node, then runs its server through the supervisor with a stop request that also fires when
+a node leaves. A worker joins the head, starts its part when told (a headless vLLM rank, or `ray
+start --address`), and stays supervised: its part's exit is reported to the head in one line, and
+the head's departure stops the part and ends the worker instead of leaving it in a rendezvous.
+
+Restarts are the group's, not one process's: a headless rank cannot rejoin a running head, so the
+supervisor's own restarts are off and the head re-forms the whole group per the restart policy
+(every worker stops its part and joins again). Whatever ends a node, its processes are stopped by
+process group (Ray included: never `ray stop`, which would stop every Ray on the host).
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from ..errors import (
+    ExitCode,
+    HeadLost,
+    Interrupted,
+    JoinTimeout,
+    NodeLost,
+    RefusedError,
+    ServeError,
+    StartFailed,
+    StopIncomplete,
+)
+from . import group
+from .command import Command
+from .diagnose import diagnose
+from .gpu_release import wait_released
+from .guardian import Guardian
+from .options import LaunchOptions
+from .process import ServerProcess
+from .reporter import Reporter
+from .restart import RestartPolicy, Restarts
+from .supervisor import StopRequest, run, signals_to
+
+POLL_S = 0.2
+RAY_POLL_S = 2.0
+STOP_WAIT_S = 10.0  # after its part exited, how long a worker waits for the head's decision
+
+RAY_NODES_PROGRAM = (
+    "import sys, ray\n"
+    "ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False)\n"
+    "print(sum(1 for n in ray.nodes() if n.get('Alive')))\n"
+)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node's part, rendered from the profile (nodes.py); the launcher never sees the
+    profile."""
+
+    rank: int
+    nodes: int
+    head: str
+    control_port: int
+    digest: str
+    server: Command | None  # this node's vLLM; None on a Ray worker (Ray places its share)
+    ray: Command | None  # `ray start --block` for this node (backend ray)
+    ray_address: str | None
+    python: str
+
+
+class GroupStop(StopRequest):
+    """The head's stop request: a signal, or a node that left (the supervisor's loops check it
+    between probes, so a lost node ends a start or a ready server within one poll)."""
+
+    def __init__(self, head: group.Head, ui: Reporter) -> None:
+        super().__init__()
+        self.head = head
+        self.ui = ui
+        self.lost: group.NodeEvent | None = None
+
+    def _take(self, timeout: float) -> None:
+        try:
+            ev = self.head.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if ev.kind == "joined":
+            self.ui.event("node", ev.message, rank=ev.rank)
+        elif self.lost is None:
+            self.lost = ev
+
+    def wait(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.event.is_set() and self.lost is None:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._take(min(left, POLL_S))
+
+    def check(self) -> None:
+        super().check()
+        self._take(0)
+        if self.lost is not None:
+            code = ExitCode.NODE_LOST
+            raise NodeLost(f"{self.lost.message}; stopping the group", code=code)
+
+
+# ---- the head ---------------------------------------------------------------------------------
+
+
+def run_head(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: float) -> None:
+    """Rank 0: returns only by raising (Interrupted for a requested stop)."""
+    assert spec.server is not None
+    try:
+        head = group.Head(spec.nodes, spec.digest, spec.control_port)
+    except group.GroupError as e:
+        raise RefusedError(f"{e}; fix: free the port, or pass another --control-port") from None
+    stop = GroupStop(head, ui)
+    restarts = Restarts(opts.restart)
+    inner = replace(opts, restart=RestartPolicy(mode="never"))
+    failed = True
+    why = "the head stopped"
+    ready = f"{inner.base_url}/v1"
+
+    def announce() -> None:
+        head.broadcast({"ready": ready})
+
+    with signals_to(stop):
+        try:
+            while True:
+                ray = _start_ray(spec, inner, ui, stop, join_timeout) if spec.ray else None
+                try:
+                    _join(head, spec, ui, stop, join_timeout)
+                    if ray is not None:
+                        head.broadcast({"start": {"ray": spec.ray_address}})
+                        _wait_ray_nodes(spec, ray, ui, stop, join_timeout)
+                    else:
+                        head.broadcast({"start": {}})
+                    run(spec.server, inner, ui, stop=stop, on_ready=announce)
+                except StartFailed as failure:
+                    _stop_part(ray, inner, ui, "Ray head")
+                    restart = restarts.after(failure, time.monotonic(), None)
+                    if restart is None:
+                        why = failure.message
+                        raise
+                    ui.event(
+                        "restart",
+                        f"{failure.message}; re-forming the group in {restart.delay:.0f} s "
+                        f"(restart {restart.count} of at most {opts.restart.limit})",
+                        exit_code=int(failure.exit_code),
+                    )
+                    head.broadcast({"stop": failure.message, "rejoin": True})
+                    head.forget()
+                    stop.lost = None
+                    stop.wait(restart.delay)
+                    stop.check()
+                finally:
+                    _stop_part(ray, inner, ui, "Ray head")
+        except Interrupted as e:
+            failed, why = False, e.message
+            raise
+        except ServeError as e:
+            why = e.message
+            raise
+        finally:
+            head.close(why, failed=failed)
+
+
+def _join(
+    head: group.Head, spec: NodeSpec, ui: Reporter, stop: GroupStop, join_timeout: float
+) -> None:
+    """Wait until every node's launcher joined; the count is the phase."""
+    deadline = time.monotonic() + join_timeout
+    shown = -1
+    where = f"port {spec.control_port}"
+    while True:
+        stop.check()
+        joined = head.joined()
+        if joined != shown:
+            shown = joined
+            ui.event("phase", f"nodes: {joined} of {spec.nodes} joined (listening on {where})",
+                     phase="join", joined=joined, nodes=spec.nodes)  # fmt: skip
+        if joined == spec.nodes:
+            return
+        if time.monotonic() >= deadline:
+            missing = ", ".join(str(r) for r in head.missing())
+            raise JoinTimeout(
+                f"node(s) {missing} did not join within {join_timeout:.0f} s; fix: run `serve "
+                f"launch --node-rank R --head-address {spec.head}` on each, and check that they "
+                f"reach this host on {where}"
+            )
+        stop.wait(POLL_S)
+
+
+def _start_ray(
+    spec: NodeSpec, opts: LaunchOptions, ui: Reporter, stop: StopRequest, timeout: float
+) -> ServerProcess:
+    assert spec.ray is not None
+    proc = _spawn(spec.ray, ui)
+    ui.event("phase", f"Ray head starting (pid {proc.pid})", phase="ray")
+    deadline = time.monotonic() + timeout
+    while _ray_nodes(spec) < 1:
+        stop.check()
+        if (code := proc.poll()) is not None:
+            _stop_part(proc, opts, ui, "Ray head")
+            raise StartFailed(f"ray start --head exited with code {code}",
+                              detail=proc.last_lines())  # fmt: skip
+        if time.monotonic() >= deadline:
+            _stop_part(proc, opts, ui, "Ray head")
+            raise StartFailed(f"the Ray head did not come up within {timeout:.0f} s",
+                              detail=proc.last_lines())  # fmt: skip
+        stop.wait(RAY_POLL_S)
+    return proc
+
+
+def _wait_ray_nodes(
+    spec: NodeSpec, ray: ServerProcess, ui: Reporter, stop: StopRequest, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    shown = -1
+    while (alive := _ray_nodes(spec)) < spec.nodes:
+        stop.check()
+        if alive != shown:
+            shown = alive
+            ui.event("phase", f"Ray: {alive} of {spec.nodes} nodes", phase="ray", joined=alive)
+        if (code := ray.poll()) is not None:
+            raise StartFailed(f"the Ray head exited with code {code}", detail=ray.last_lines())
+        if time.monotonic() >= deadline:
+            raise JoinTimeout(f"Ray counted {alive} of {spec.nodes} nodes after {timeout:.0f} s")
+        stop.wait(RAY_POLL_S)
+    ui.event("phase", f"Ray: {spec.nodes} of {spec.nodes} nodes", phase="ray", joined=spec.nodes)
+
+
+def _ray_nodes(spec: NodeSpec) -> int:
+    """Live nodes of our Ray cluster (0 while it is not up). A child process: importing Ray here
+    would cost seconds and start threads in the launcher."""
+    assert spec.ray_address is not None
+    try:
+        out = subprocess.run(
+            [spec.python, "-c", RAY_NODES_PROGRAM, spec.ray_address],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    last = out.stdout.strip().splitlines()[-1:] or ["0"]
+    return int(last[0]) if out.returncode == 0 and last[0].isdigit() else 0
+
+
+# ---- a worker ---------------------------------------------------------------------------------
+
+
+def run_worker(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: float) -> None:
+    """Rank > 0: join, start this node's part when told, report its end; returns when the head
+    stopped the group, raises otherwise."""
+    part = spec.server or spec.ray
+    assert part is not None
+    what = "its Ray node" if spec.server is None else "its vLLM rank"
+    stop = StopRequest()
+    member = group.Member(spec.head, spec.control_port, spec.rank, spec.digest)
+    try:
+        with signals_to(stop):
+            while True:
+                ui.event("phase", f"joining the head at {spec.head}:{spec.control_port} as node "
+                         f"{spec.rank} of {spec.nodes}", phase="join")  # fmt: skip
+                try:
+                    member.join(time.monotonic() + join_timeout, stop.event)
+                except group.HeadLost as e:
+                    stop.check()
+                    raise HeadLost(str(e)) from None
+                except group.GroupError as e:
+                    raise RefusedError(str(e)) from None
+                ui.event("phase", f"joined; waiting for the other nodes (node {spec.rank} of "
+                         f"{spec.nodes})", phase="joined")  # fmt: skip
+                if not _await_start(member, stop, ui):
+                    return
+                if not _serve_part(part, what, spec, opts, ui, member, stop):
+                    return
+    finally:
+        member.close()
+
+
+def _next(member: group.Member, stop: StopRequest) -> dict[str, object] | None:
+    stop.check()
+    try:
+        return member.next(POLL_S)
+    except group.HeadLost as e:
+        raise HeadLost(str(e)) from None
+
+
+def _await_start(member: group.Member, stop: StopRequest, ui: Reporter) -> bool:
+    """True once the head says start; False when it stopped the group first."""
+    while True:
+        msg = _next(member, stop)
+        if msg is None:
+            continue
+        if "start" in msg:
+            return True
+        if "stop" in msg:
+            return _stopped_by_head(msg, ui)
+
+
+def _stopped_by_head(msg: dict[str, object], ui: Reporter) -> bool:
+    """The head's stop: True to join again (a group restart), False to end; raises when the group
+    failed (the worker's exit code then says so)."""
+    if msg.get("rejoin"):
+        ui.event("restart", f"the head re-forms the group: {msg['stop']}")
+        return True
+    if msg.get("failed"):
+        raise HeadLost(f"the head stopped the group: {msg['stop']}")
+    ui.event("stopped", f"the head stopped the group ({msg['stop']})")
+    return False
+
+
+def _serve_part(
+    part: Command,
+    what: str,
+    spec: NodeSpec,
+    opts: LaunchOptions,
+    ui: Reporter,
+    member: group.Member,
+    stop: StopRequest,
+) -> bool:
+    """Run this node's part until it or the group ends; True to join again."""
+    proc = _spawn(part, ui)
+    guardian = Guardian(opts.timing.grace)
+    guardian.watch(proc.pid)
+    ui.event("started", f"started {what} (pid {proc.pid})", pid=proc.pid)
+    try:
+        while True:
+            if stop.signum is not None:
+                name = signal.Signals(stop.signum).name
+                member.send({"exited": 128 + stop.signum, "cause": f"stopped by {name}"})
+                stop.check()
+            if (code := proc.poll()) is not None:
+                return _part_exited(proc, code, what, opts, ui, member, stop)
+            try:
+                msg = _next(member, stop)
+            except HeadLost as e:
+                _stop_part(proc, opts, ui, what)
+                raise HeadLost(f"{e.message}; stopped {what}") from None
+            if msg is None:
+                continue
+            if "ready" in msg:
+                ui.event("ready", f"the group is ready: {msg['ready']} (served by node 0)")
+            elif "stop" in msg:
+                _stop_part(proc, opts, ui, what)
+                return _stopped_by_head(msg, ui)
+    finally:
+        _stop_part(proc, opts, ui, what)
+        guardian.close()
+
+
+def _part_exited(
+    proc: ServerProcess,
+    code: int,
+    what: str,
+    opts: LaunchOptions,
+    ui: Reporter,
+    member: group.Member,
+    stop: StopRequest,
+) -> bool:
+    """Tell the head why this node's part ended, then follow its decision."""
+    proc.drain_output()
+    found = diagnose(list(proc.tail), model=opts.model)
+    cause = f"{what} exited with code {code}" + (f": {found.cause}" if found else "")
+    member.send({"exited": code, "cause": cause})
+    _stop_part(proc, opts, ui, what)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while time.monotonic() < deadline:
+        msg = _next(member, stop)
+        if msg is not None and "stop" in msg:
+            if msg.get("rejoin"):
+                return _stopped_by_head(msg, ui)
+            break
+    failure = StartFailed(cause, detail=proc.last_lines(),
+                          code=found.exit_code if found else ExitCode.ENGINE_DIED)  # fmt: skip
+    raise failure
+
+
+# ---- both ---------------------------------------------------------------------------------------
+
+
+def _spawn(command: Command, ui: Reporter) -> ServerProcess:
+    import os
+
+    proc = ServerProcess(command, command.environment(os.environ), [ui.raw])
+    proc.start()
+    return proc
+
+
+_stop_lock = threading.Lock()
+
+
+def _stop_part(proc: ServerProcess | None, opts: LaunchOptions, ui: Reporter, what: str) -> None:
+    """Stop a part's process group (idempotent); StopIncomplete when something outlived it."""
+    with _stop_lock:
+        if proc is None or proc.stopped:
+            return
+        t0 = time.monotonic()
+        pids = proc.members()
+        proc.stop(opts.timing.grace)
+    left = proc.members()
+    if left:
+        raise StopIncomplete(f"stop incomplete: {what}'s processes {left} outlived SIGKILL")
+    if not wait_released(pids, timeout=30.0):
+        raise StopIncomplete(f"stop incomplete: {what}'s processes {pids} still hold GPU memory")
+    ui.event("stopped", f"{what} stopped in {time.monotonic() - t0:.1f} s; none left")

