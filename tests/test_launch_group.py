@@ -195,3 +195,20 @@ def test_the_digest_changes_with_any_value() -> None:
     a = nodes.digest(two_nodes().profile)
     assert a == nodes.digest(two_nodes().profile)
     assert a != nodes.digest(two_nodes("max_num_seqs=4").profile)
+
+
+def test_a_message_right_behind_the_welcome_is_not_lost() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            conn.makefile().readline()
+            conn.sendall(b'{"welcome": 2}\n{"start": {}}\n')  # one write, maybe one read
+            time.sleep(1)
+            conn.close()
+
+        threading.Thread(target=answer, daemon=True).start()
+        m = group.Member("127.0.0.1", server.getsockname()[1], 1, DIGEST)
+        assert join(m) == 2
+        assert m.next(5) == {"start": {}}
+        m.close()

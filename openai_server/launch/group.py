@@ -54,8 +54,9 @@ class NodeEvent:
 class Peer:
     """One connection: a reader thread turns lines into messages; `send` is thread-safe."""
 
-    def __init__(self, sock: socket.socket, address: str) -> None:
+    def __init__(self, sock: socket.socket, address: str, pending: bytes = b"") -> None:
         self.sock = sock
+        self._pending = pending  # read with the first message, before the reader existed
         self.address = address
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()  # None: closed
         self.last_seen = time.monotonic()
@@ -67,14 +68,15 @@ class Peer:
         self._reader.start()
 
     def _read(self) -> None:
-        buf = b""
+        buf, chunk = b"", self._pending
         try:
             while not self.closed.is_set():
-                chunk = self.sock.recv(4096)
                 if not chunk:
-                    break
+                    chunk = self.sock.recv(4096)
+                    if not chunk:
+                        break
                 self.last_seen = time.monotonic()
-                buf += chunk
+                buf, chunk = buf + chunk, b""
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     msg = _decode(line)
@@ -114,24 +116,23 @@ def _decode(line: bytes) -> dict[str, Any] | None:
     return msg if isinstance(msg, dict) else None
 
 
-def _read_one(sock: socket.socket, timeout: float) -> dict[str, Any] | None:
-    """The first message of a new connection (before its reader thread exists)."""
+def _read_one(sock: socket.socket, timeout: float) -> tuple[dict[str, Any] | None, bytes]:
+    """The first message of a new connection (before its reader thread exists), and what came
+    after it in the same read (the head may send more right behind a welcome)."""
     sock.settimeout(timeout)
     buf = b""
     try:
         while b"\n" not in buf and len(buf) < MAX_LINE:
             chunk = sock.recv(4096)
             if not chunk:
-                return None
+                return None, b""
             buf += chunk
     except OSError:
-        return None
+        return None, b""
     finally:
         sock.settimeout(None)
     line, _, rest = buf.partition(b"\n")
-    if rest:  # nothing may follow a hello before the answer
-        return None
-    return _decode(line)
+    return _decode(line), rest
 
 
 @dataclass
@@ -175,7 +176,9 @@ class Head:
             threading.Thread(target=self._admit, args=(sock, host), daemon=True).start()
 
     def _admit(self, sock: socket.socket, host: str) -> None:
-        hello = _read_one(sock, HELLO_TIMEOUT_S)
+        hello, rest = _read_one(sock, HELLO_TIMEOUT_S)
+        if rest:  # a worker sends nothing before its answer
+            hello = None
         peer = Peer(sock, host)
         rank = hello.get("hello") if hello else None
         why = self._refusal(hello, rank)
@@ -306,9 +309,10 @@ class Member:
                 stopped.wait(CONNECT_RETRY_S)
                 continue
             sock.settimeout(None)
-            peer = Peer(sock, self.head)
-            peer.send({"hello": self.rank, "profile": self.digest, "host": socket.gethostname()})
-            answer = _read_one(sock, HELLO_TIMEOUT_S)
+            hello = {"hello": self.rank, "profile": self.digest, "host": socket.gethostname()}
+            Peer(sock, self.head).send(hello)
+            answer, rest = _read_one(sock, HELLO_TIMEOUT_S)
+            peer = Peer(sock, self.head, rest)
             if answer is None:
                 peer.close()
                 raise HeadLost(f"{self.head}:{self.port} did not answer as serve's head")
