@@ -25,6 +25,8 @@ from .profile import BUILTIN_MODEL_PREFIX, Profile
 from .rehearse import commands as rehearse_commands
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .launch.options import LaunchOptions
     from .launch.reporter import Reporter
 
@@ -288,21 +290,22 @@ def launch_cmd(
     log = log_file.open("a", buffering=1) if log_file else None
     ui = Reporter(mode, verbose=verbose, log_file=log)
     origin = loader.display(resolved.path) if resolved.path else profile_ref(profile)
+    on_ready = (
+        (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, opts.api_key))
+        if smoke
+        else None
+    )
     if head is not None:
         assert node_rank is not None
         try:
-            _launch_node(prof, opts, ui, origin, vllm, node_rank, head, join_timeout, control_port)
+            _launch_node(prof, opts, ui, origin, vllm, node_rank, head, join_timeout, control_port,
+                         on_ready)  # fmt: skip
         finally:
             if log is not None:
                 log.close()
         return
     command = render.render(prof, python=sys.executable, vllm=vllm, environ=os.environ)
     ui.event("command", f"profile {origin}: {command.shell_line()}", argv=command.argv)
-    on_ready = (
-        (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, opts.api_key))
-        if smoke
-        else None
-    )
     try:
         run(command, opts, ui, on_ready=on_ready)
     except ServeError as e:
@@ -351,6 +354,7 @@ def _launch_node(
     head: str,
     join_timeout: float,
     control_port: int,
+    on_ready: Callable[[], None] | None,
 ) -> None:
     from . import nodes
     from .launch import node
@@ -363,7 +367,7 @@ def _launch_node(
                      argv=part.argv)  # fmt: skip
     try:
         if rank == 0:
-            node.run_head(spec, opts, ui, join_timeout)
+            node.run_head(spec, opts, ui, join_timeout, on_ready)
         else:
             node.run_worker(spec, opts, ui, join_timeout)
     except ServeError as e:

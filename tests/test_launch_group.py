@@ -4,6 +4,7 @@ per-node commands (nodes.py); no vLLM."""
 from __future__ import annotations
 
 import json
+import queue
 import socket
 import threading
 import time
@@ -212,3 +213,36 @@ def test_a_message_right_behind_the_welcome_is_not_lost() -> None:
         assert join(m) == 2
         assert m.next(5) == {"start": {}}
         m.close()
+
+
+def test_each_side_knows_its_address_towards_the_other() -> None:
+    h = head()
+    m = member(h)
+    try:
+        assert h.local_ip() is None
+        join(m)
+        event(h)
+        assert m.local_ip == "127.0.0.1" and h.local_ip() == "127.0.0.1"
+    finally:
+        h.close("test over", failed=False)
+        m.close()
+
+
+def test_a_reformed_group_takes_the_same_rank_again_and_forgets_the_old_link() -> None:
+    h = head()
+    old = member(h)
+    try:
+        join(old)
+        assert event(h).generation == 0
+        h.reform({"stop": "node 1 died", "rejoin": True})
+        assert old.next(5) == {"stop": "node 1 died", "rejoin": True}
+        new = member(h)
+        assert join(new) == 2 and h.joined() == 2
+        ev = event(h)
+        assert (ev.kind, ev.rank, ev.generation) == ("joined", 1, 1)
+        with pytest.raises(queue.Empty):  # the old connection's end is not news
+            h.events.get(timeout=1.5)
+        new.close()
+    finally:
+        h.close("test over", failed=False)
+        old.close()

@@ -49,6 +49,7 @@ class NodeEvent:
     kind: str  # "joined" | "exited" | "left"
     message: str
     code: int | None = None
+    generation: int = 0  # the group's formation it belongs to (Head.reform starts a new one)
 
 
 class Peer:
@@ -145,6 +146,7 @@ class Head:
     bind: str = "0.0.0.0"
     events: queue.Queue[NodeEvent] = field(default_factory=queue.Queue)
     peers: dict[int, Peer] = field(default_factory=dict)
+    generation: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -162,6 +164,18 @@ class Head:
         """Nodes in the group now, the head included."""
         with self._lock:
             return 1 + sum(not p.closed.is_set() for p in self.peers.values())
+
+    def local_ip(self) -> str | None:
+        """This host's address on the connections the workers made (the interface that faces
+        them), None before any joined."""
+        with self._lock:
+            peers = list(self.peers.values())
+        for peer in peers:
+            try:
+                return str(peer.sock.getsockname()[0])
+            except OSError:
+                continue
+        return None
 
     def missing(self) -> list[int]:
         with self._lock:
@@ -192,10 +206,12 @@ class Head:
             peer.address = f"{name}, {host}"
         with self._lock:
             self.peers[rank] = peer
+            gen = self.generation
         peer.send({"welcome": self.nodes})
         peer.start()
-        threading.Thread(target=self._relay, args=(rank, peer), daemon=True).start()
-        self.events.put(NodeEvent(rank, "joined", f"node {rank} ({peer.address}) joined"))
+        threading.Thread(target=self._relay, args=(rank, peer, gen), daemon=True).start()
+        self.events.put(NodeEvent(rank, "joined", f"node {rank} ({peer.address}) joined",
+                                  generation=gen))  # fmt: skip
 
     def _refusal(self, hello: dict[str, Any] | None, rank: object) -> str | None:
         if hello is None or not isinstance(rank, int) or isinstance(rank, bool):
@@ -214,20 +230,26 @@ class Head:
                 return f"node {rank} has already joined (from {self.peers[rank].address})"
         return None
 
-    def _relay(self, rank: int, peer: Peer) -> None:
+    def _current(self, rank: int, peer: Peer) -> bool:
+        """Whether `peer` is still rank's connection (not one the group was re-formed without)."""
+        with self._lock:
+            return self.peers.get(rank) is peer
+
+    def _relay(self, rank: int, peer: Peer, gen: int) -> None:
         """A worker's messages, and its departure, as events (once per worker)."""
         while True:
             msg = peer.messages.get()
+            if not self._current(rank, peer):
+                return
             if msg is None:
                 if not self._closing.is_set():
-                    self.events.put(NodeEvent(rank, "left", self._gone(rank, peer)))
+                    self.events.put(NodeEvent(rank, "left", self._gone(rank, peer), generation=gen))
                 return
             if "exited" in msg:
                 code = msg["exited"] if isinstance(msg["exited"], int) else None
                 cause = str(msg.get("cause") or f"exited with code {code}")
-                self.events.put(
-                    NodeEvent(rank, "exited", f"node {rank} ({peer.address}): {cause}", code)
-                )
+                message = f"node {rank} ({peer.address}): {cause}"
+                self.events.put(NodeEvent(rank, "exited", message, code, gen))
 
     def _gone(self, rank: int, peer: Peer) -> str:
         if peer.silent_for(time.monotonic()) >= PEER_TIMEOUT_S:
@@ -260,21 +282,23 @@ class Head:
             if not peer.closed.is_set():
                 peer.send(msg)
 
-    def forget(self) -> None:
-        """Drop every worker (after a group stop, before the group forms again)."""
+    def reform(self, msg: dict[str, Any]) -> None:
+        """Send `msg` to every worker and drop them all, atomically for a worker that joins again
+        at once; events of the old connections carry the old generation (the group forms anew)."""
         with self._lock:
             peers, self.peers = list(self.peers.values()), {}
+            self.generation += 1
         for peer in peers:
+            peer.send(msg)
             peer.close()
 
     def close(self, why: str, *, failed: bool) -> None:
         """Tell every worker to stop, then close: workers exit, none is left waiting. `failed`:
         the group ended in a failure (the workers exit non-zero too)."""
         self._closing.set()
-        self.broadcast({"stop": why, "failed": failed})
         with contextlib.suppress(OSError):
             self._server.close()
-        self.forget()
+        self.reform({"stop": why, "failed": failed})
 
 
 class HeadLost(GroupError):
@@ -290,6 +314,7 @@ class Member:
     rank: int
     digest: str
     peer: Peer | None = None
+    local_ip: str | None = None  # this host's address on the connection to the head
 
     def join(self, deadline: float, stopped: threading.Event) -> int:
         """Connect (retrying until `deadline`: the head may start later), say hello; the group's
@@ -309,6 +334,7 @@ class Member:
                 stopped.wait(CONNECT_RETRY_S)
                 continue
             sock.settimeout(None)
+            self.local_ip = str(sock.getsockname()[0])
             hello = {"hello": self.rank, "profile": self.digest, "host": socket.gethostname()}
             Peer(sock, self.head).send(hello)
             answer, rest = _read_one(sock, HELLO_TIMEOUT_S)

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ..errors import (
@@ -50,6 +51,11 @@ STOP_WAIT_S = 10.0  # after its part exited, how long a worker waits for the hea
 # `ray start --block` outlived SIGTERM for the whole 30 s grace (Ray 2.60: its raylet exited at
 # once, the blocking parent did not); Ray drains no requests, so it gets a short grace
 RAY_GRACE_S = 5.0
+
+# vLLM's own address for the other nodes (vllm/envs.py VLLM_HOST_IP; its default, the interface of
+# the default route, is the wrong one on hosts with several): a node's launcher knows the right one,
+# the local address of its connection to the head (or, on the head, of the workers' connections).
+HOST_IP_VAR = "VLLM_HOST_IP"
 
 RAY_NODES_PROGRAM = (
     "import sys, ray\n"
@@ -89,6 +95,8 @@ class GroupStop(StopRequest):
             ev = self.head.events.get(timeout=timeout)
         except queue.Empty:
             return
+        if ev.generation != self.head.generation:
+            return  # from before the group was re-formed
         if ev.kind == "joined":
             self.ui.event("node", ev.message, rank=ev.rank)
         elif self.lost is None:
@@ -113,7 +121,13 @@ class GroupStop(StopRequest):
 # ---- the head ---------------------------------------------------------------------------------
 
 
-def run_head(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: float) -> None:
+def run_head(
+    spec: NodeSpec,
+    opts: LaunchOptions,
+    ui: Reporter,
+    join_timeout: float,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     """Rank 0: returns only by raising (Interrupted for a requested stop)."""
     assert spec.server is not None
     try:
@@ -129,6 +143,8 @@ def run_head(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: fl
 
     def announce() -> None:
         head.broadcast({"ready": ready})
+        if on_ready is not None:
+            on_ready()
 
     with signals_to(stop):
         try:
@@ -141,7 +157,8 @@ def run_head(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: fl
                         _wait_ray_nodes(spec, ray, ui, stop, join_timeout)
                     else:
                         head.broadcast({"start": {}})
-                    run(spec.server, inner, ui, stop=stop, on_ready=announce)
+                    server = with_host_ip(spec.server, head.local_ip(), ui)
+                    run(server, inner, ui, stop=stop, on_ready=announce)
                 except StartFailed as failure:
                     _stop_part(ray, inner, ui, "Ray head")
                     restart = restarts.after(failure, time.monotonic(), None)
@@ -154,8 +171,7 @@ def run_head(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: fl
                         f"(restart {restart.count} of at most {opts.restart.limit})",
                         exit_code=int(failure.exit_code),
                     )
-                    head.broadcast({"stop": failure.message, "rejoin": True})
-                    head.forget()
+                    head.reform({"stop": failure.message, "rejoin": True})
                     stop.lost = None
                     stop.wait(restart.delay)
                     stop.check()
@@ -326,7 +342,7 @@ def _serve_part(
     stop: StopRequest,
 ) -> bool:
     """Run this node's part until it or the group ends; True to join again."""
-    proc = _spawn(part, ui)
+    proc = _spawn(with_host_ip(part, member.local_ip, ui), ui)
     guardian = Guardian(opts.timing.grace)
     guardian.watch(proc.pid)
     ui.event("started", f"started {what} (pid {proc.pid})", pid=proc.pid)
@@ -383,6 +399,17 @@ def _part_exited(
 
 
 # ---- both ---------------------------------------------------------------------------------------
+
+
+def with_host_ip(command: Command, ip: str | None, ui: Reporter) -> Command:
+    """The command with VLLM_HOST_IP set to `ip`, unless the environment or the profile sets it
+    (a LeaderWorkerSet pod gets its own IP from the downward API)."""
+    import os
+
+    if ip is None or HOST_IP_VAR in os.environ or HOST_IP_VAR in command.env:
+        return command
+    ui.event("node", f"{HOST_IP_VAR}={ip} (this node's address towards the others)", ip=ip)
+    return replace(command, env={**command.env, HOST_IP_VAR: ip})
 
 
 def _spawn(command: Command, ui: Reporter) -> ServerProcess:
