@@ -42,7 +42,7 @@ unit: install
 	$(BIN)/pytest -q -m "not e2e"
 
 test: lint
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=20
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
