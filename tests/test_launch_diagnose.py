@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from openai_server.errors import ExitCode
-from openai_server.launch.diagnose import diagnose, fatal_line
+from openai_server.launch.diagnose import FatalWatch, diagnose, fatal_line
 from openai_server.render import key_of
 
 LOGS = Path(__file__).resolve().parent / "faults" / "logs"
@@ -231,3 +231,16 @@ def test_worker_death_names_the_worker_and_its_exit_code() -> None:
     found = diagnose([line])
     assert found is not None and found.exit_code == ExitCode.ENGINE_DIED
     assert "a worker process of the engine failed (Worker proc VllmWorker-1)" in found.cause
+
+
+def test_a_worker_exception_then_a_broadcast_wait_is_fatal() -> None:
+    lines = log("gpu-0.26-tp2-worker-exception-hang.log")
+    watch = FatalWatch()
+    said = [(i, found) for i, ln in enumerate(lines) if (found := watch.feed(ln))]
+    assert said, "not fatal"
+    i, found = said[0]
+    assert "WorkerProc hit an exception." in found
+    assert "No available shared memory broadcast block found" in lines[i]
+    # the exception alone (a failed runtime LoRA load answers its request and serves on) is not
+    alone = FatalWatch()
+    assert not [ln for ln in lines if "shm_broadcast" not in ln and alone.feed(ln)]

@@ -431,6 +431,34 @@ def fatal_line(line: str) -> bool:
     return "ERROR" in line and _FATAL.search(strip_ansi(line)) is not None
 
 
+# A worker's exception is recoverable when it answers one call (a runtime LoRA load that fails), so
+# it is not fatal by itself; but when the engine then waits on the shared-memory broadcast, the
+# failed rank is not coming back: measured on 2x H200, vLLM 0.26, tensor parallel 2, rank 1 hit
+# "CUDA driver error: invalid argument" and the engine logged this wait once a minute for 7 min,
+# its processes busy (so no stall), until stopped (vllm/distributed/.../shm_broadcast.py).
+_WORKER_EXCEPTION = re.compile(r"\bERROR \d\d-\d\d [\d:]+ \[[^\]]+\] WorkerProc hit an exception\.")
+_BROADCAST_WAIT = "No available shared memory broadcast block found"
+
+
+class FatalWatch:
+    """The fatal lines of a server's output, one line at a time: `fatal_line`'s, and a worker
+    exception followed by the engine waiting on the broadcast (a hang that keeps logging)."""
+
+    def __init__(self) -> None:
+        self.worker_error: str | None = None
+
+    def feed(self, line: str) -> str | None:
+        """The line that makes the run fatal, None while it is not."""
+        if fatal_line(line):
+            return line
+        plain = strip_ansi(line)
+        if "ERROR" in plain and _WORKER_EXCEPTION.search(plain):
+            self.worker_error = plain
+        elif self.worker_error is not None and _BROADCAST_WAIT in plain:
+            return self.worker_error
+        return None
+
+
 def _engine_died(log: _Log, ctx: Context) -> Diagnosis | None:
     if not (found := log.find(_ENGINE_DIED)):
         return None

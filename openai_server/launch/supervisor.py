@@ -31,7 +31,7 @@ from ..errors import (
     StopIncomplete,
 )
 from .command import Command
-from .diagnose import diagnose, fatal_line
+from .diagnose import FatalWatch, diagnose
 from .gpu_release import wait_released
 from .guardian import Guardian
 from .options import LaunchOptions
@@ -109,11 +109,12 @@ class Run:
         self.ready_at: float | None = None
         # when vLLM logged a line that says its engine failed (diagnose.fatal_line), and the line
         self.fatal: tuple[float, str] | None = None
+        self._fatal_watch = FatalWatch()
 
     def _line(self, line: str) -> None:
         self.ui.raw(line)
-        if self.fatal is None and fatal_line(line):
-            self.fatal = (time.monotonic(), strip_ansi(line).strip())
+        if self.fatal is None and (fatal := self._fatal_watch.feed(line)):
+            self.fatal = (time.monotonic(), strip_ansi(fatal).strip())
         for ev in self.phases.feed(line, time.monotonic()):
             if self.progress is not None:
                 self.progress.progressed()
