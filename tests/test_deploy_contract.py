@@ -643,7 +643,10 @@ def test_rendered_container_is_healthy_then_stops_within_its_grace(
     target: str, tmp_path: Path, rootfs: Path, vllm_cache: Path
 ) -> None:
     render, extract = TARGETS[target]
-    profile = loader.load("tiny-cpu", sets=[f"port={free_port()}"], environ={}).profile
+    # the contract is the container's, not vLLM's compiler: no torch.compile (30-40 s a cold
+    # start here, four starts in CI)
+    sets = [f"port={free_port()}", "enforce_eager=true"]
+    profile = loader.load("tiny-cpu", sets=sets, environ={}).profile
     files = render(profile)
     for name, text in files.items():
         (tmp_path / name).write_text(text)
