@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from .launch.command import Command
@@ -110,15 +111,13 @@ def spec(
     nodes = profile.plan.nodes
     base = render(profile, python=python, vllm=vllm, environ=environ)
     ray_backend = profile.distributed_executor_backend == "ray" and not profile.plan.data_over_nodes
-    server: Command | None = Command(
-        argv=[*base.argv, *node_args(profile, rank, head)], env=base.env, env_from=base.env_from
-    )
-    if rank and server is not None:
-        server = Command(argv=headless_argv(server, vllm), env=server.env, env_from=server.env_from)
+    server: Command | None = replace(base, argv=[*base.argv, *node_args(profile, rank, head)])
     interpreter = profile.python or python
     ray = ray_start(interpreter, rank, head, RAY_PORT, base.env) if ray_backend else None
     if ray_backend and rank:
         server = None  # Ray places the workers' share; only the head runs vLLM
+    elif rank and server is not None:
+        server = replace(server, argv=headless_argv(server, vllm))
     return NodeSpec(
         rank=rank,
         nodes=nodes,

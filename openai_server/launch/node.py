@@ -15,10 +15,10 @@ process group (Ray included: never `ray stop`, which would stop every Ray on the
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -37,13 +37,12 @@ from ..errors import (
 from . import group
 from .command import Command
 from .diagnose import diagnose
-from .gpu_release import wait_released
 from .guardian import Guardian
 from .options import LaunchOptions
 from .process import ServerProcess
 from .reporter import Reporter
 from .restart import RestartPolicy, Restarts
-from .supervisor import StopRequest, run, signals_to
+from .supervisor import StopRequest, run, signals_to, stop_group
 
 POLL_S = 0.2
 RAY_POLL_S = 2.0
@@ -114,8 +113,7 @@ class GroupStop(StopRequest):
         super().check()
         self._take(0)
         if self.lost is not None:
-            code = ExitCode.NODE_LOST
-            raise NodeLost(f"{self.lost.message}; stopping the group", code=code)
+            raise NodeLost(f"{self.lost.message}; stopping the group")
 
 
 # ---- the head ---------------------------------------------------------------------------------
@@ -160,7 +158,6 @@ def run_head(
                     server = with_host_ip(spec.server, head.local_ip(), ui)
                     run(server, inner, ui, stop=stop, on_ready=announce)
                 except StartFailed as failure:
-                    _stop_part(ray, inner, ui, "Ray head")
                     restart = restarts.after(failure, time.monotonic(), None)
                     if restart is None:
                         why = failure.message
@@ -176,7 +173,7 @@ def run_head(
                     stop.wait(restart.delay)
                     stop.check()
                 finally:
-                    _stop_part(ray, inner, ui, "Ray head")
+                    _stop_part(ray, ray_grace(inner), ui, "Ray head")
         except Interrupted as e:
             failed, why = False, e.message
             raise
@@ -223,11 +220,11 @@ def _start_ray(
     while _ray_nodes(spec) < 1:
         stop.check()
         if (code := proc.poll()) is not None:
-            _stop_part(proc, opts, ui, "Ray head")
+            _stop_part(proc, ray_grace(opts), ui, "Ray head")
             raise StartFailed(f"ray start --head exited with code {code}",
                               detail=proc.last_lines())  # fmt: skip
         if time.monotonic() >= deadline:
-            _stop_part(proc, opts, ui, "Ray head")
+            _stop_part(proc, ray_grace(opts), ui, "Ray head")
             raise StartFailed(f"the Ray head did not come up within {timeout:.0f} s",
                               detail=proc.last_lines())  # fmt: skip
         stop.wait(RAY_POLL_S)
@@ -342,6 +339,7 @@ def _serve_part(
     stop: StopRequest,
 ) -> bool:
     """Run this node's part until it or the group ends; True to join again."""
+    grace = opts.timing.grace if spec.server is not None else ray_grace(opts)
     proc = _spawn(with_host_ip(part, member.local_ip, ui), ui)
     guardian = Guardian(opts.timing.grace)
     guardian.watch(proc.pid)
@@ -353,21 +351,21 @@ def _serve_part(
                 member.send({"exited": 128 + stop.signum, "cause": f"stopped by {name}"})
                 stop.check()
             if (code := proc.poll()) is not None:
-                return _part_exited(proc, code, what, opts, ui, member, stop)
+                return _part_exited(proc, code, what, grace, opts, ui, member, stop)
             try:
                 msg = _next(member, stop)
             except HeadLost as e:
-                _stop_part(proc, opts, ui, what)
+                _stop_part(proc, grace, ui, what)
                 raise HeadLost(f"{e.message}; stopped {what}") from None
             if msg is None:
                 continue
             if "ready" in msg:
                 ui.event("ready", f"the group is ready: {msg['ready']} (served by node 0)")
             elif "stop" in msg:
-                _stop_part(proc, opts, ui, what)
+                _stop_part(proc, grace, ui, what)
                 return _stopped_by_head(msg, ui)
     finally:
-        _stop_part(proc, opts, ui, what)
+        _stop_part(proc, grace, ui, what)
         guardian.close()
 
 
@@ -375,6 +373,7 @@ def _part_exited(
     proc: ServerProcess,
     code: int,
     what: str,
+    grace: float,
     opts: LaunchOptions,
     ui: Reporter,
     member: group.Member,
@@ -385,7 +384,7 @@ def _part_exited(
     found = diagnose(list(proc.tail), model=opts.model)
     cause = f"{what} exited with code {code}" + (f": {found.cause}" if found else "")
     member.send({"exited": code, "cause": cause})
-    _stop_part(proc, opts, ui, what)
+    _stop_part(proc, grace, ui, what)
     deadline = time.monotonic() + STOP_WAIT_S
     while time.monotonic() < deadline:
         msg = _next(member, stop)
@@ -404,8 +403,6 @@ def _part_exited(
 def with_host_ip(command: Command, ip: str | None, ui: Reporter) -> Command:
     """The command with VLLM_HOST_IP set to `ip`, unless the environment or the profile sets it
     (a LeaderWorkerSet pod gets its own IP from the downward API)."""
-    import os
-
     if ip is None or HOST_IP_VAR in os.environ or HOST_IP_VAR in command.env:
         return command
     ui.event("node", f"{HOST_IP_VAR}={ip} (this node's address towards the others)", ip=ip)
@@ -413,28 +410,20 @@ def with_host_ip(command: Command, ip: str | None, ui: Reporter) -> Command:
 
 
 def _spawn(command: Command, ui: Reporter) -> ServerProcess:
-    import os
-
     proc = ServerProcess(command, command.environment(os.environ), [ui.raw])
     proc.start()
     return proc
 
 
-_stop_lock = threading.Lock()
+def ray_grace(opts: LaunchOptions) -> float:
+    return min(opts.timing.grace, RAY_GRACE_S)
 
 
-def _stop_part(proc: ServerProcess | None, opts: LaunchOptions, ui: Reporter, what: str) -> None:
+def _stop_part(proc: ServerProcess | None, grace: float, ui: Reporter, what: str) -> None:
     """Stop a part's process group (idempotent); StopIncomplete when something outlived it."""
-    with _stop_lock:
-        if proc is None or proc.stopped:
-            return
-        t0 = time.monotonic()
-        pids = proc.members()
-        ray = proc.command.argv[1:3] == ["start", "--block"]
-        proc.stop(min(opts.timing.grace, RAY_GRACE_S) if ray else opts.timing.grace)
-    left = proc.members()
-    if left:
-        raise StopIncomplete(f"stop incomplete: {what}'s processes {left} outlived SIGKILL")
-    if not wait_released(pids, timeout=30.0):
-        raise StopIncomplete(f"stop incomplete: {what}'s processes {pids} still hold GPU memory")
-    ui.event("stopped", f"{what} stopped in {time.monotonic() - t0:.1f} s; none left")
+    if proc is None or proc.stopped:
+        return
+    took, _left, problem = stop_group(proc, grace)
+    if problem:
+        raise StopIncomplete(f"stop incomplete: {what}: {problem}")
+    ui.event("stopped", f"{what} stopped in {took:.1f} s; none left")

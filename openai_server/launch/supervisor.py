@@ -326,6 +326,23 @@ def _serve(
     run_.watch(stop)
 
 
+def stop_group(server: ServerProcess, grace: float) -> tuple[float, list[int], str]:
+    """Stop a process group and check that it is gone: (seconds taken, members left, the problem,
+    "" when none: a member outlived SIGKILL, or a stopped process still holds GPU memory)."""
+    t0 = time.monotonic()
+    pids = server.members()
+    server.stop(grace)
+    left = server.members()
+    problem = ""
+    if left:
+        problem = f"processes of the server group left after SIGKILL: {left}"
+    elif not wait_released(pids, timeout=GPU_RELEASE_TIMEOUT):
+        problem = (
+            f"the stopped processes {pids} still hold GPU memory after {GPU_RELEASE_TIMEOUT:.0f} s"
+        )
+    return time.monotonic() - t0, left, problem
+
+
 def _stop(run_: Run, opts: LaunchOptions, ui: Reporter, during: ServeError | None) -> None:
     """Stop the group (idempotent) and make sure its processes and GPU memory are gone.
 
@@ -335,21 +352,12 @@ def _stop(run_: Run, opts: LaunchOptions, ui: Reporter, during: ServeError | Non
         return
     if opts.ready_file:  # no longer true
         opts.ready_file.unlink(missing_ok=True)
-    t0 = time.monotonic()
-    pids = run_.server.members()
     # Before ready there is no request to drain, and vLLM mid-start may not act on SIGTERM until
     # its engine is built (seen here: 0.6 to 30 s): do not wait the full grace period for it.
     grace = opts.timing.grace
-    run_.server.stop(grace if run_.ready_at is not None else min(grace, STARTUP_GRACE))
-    left = run_.server.members()
-    problem = ""
-    if left:
-        problem = f"processes of the server group left after SIGKILL: {left}"
-    elif not wait_released(pids, timeout=GPU_RELEASE_TIMEOUT):
-        problem = (
-            f"the stopped processes {pids} still hold GPU memory after {GPU_RELEASE_TIMEOUT:.0f} s"
-        )
-    took = time.monotonic() - t0
+    took, left, problem = stop_group(
+        run_.server, grace if run_.ready_at is not None else min(grace, STARTUP_GRACE)
+    )
     if not problem:
         ui.event("stopped", f"server group stopped in {took:.1f} s; none left")
         return
