@@ -11,7 +11,7 @@ import pytest
 
 from openai_server import loader
 from openai_server.errors import RefusedError
-from openai_server.preflight import calibration
+from openai_server.preflight import calibration, models
 from openai_server.rehearse import shape
 from tests.conftest import SERVE, vllm_installed
 
@@ -32,6 +32,14 @@ def test_a_table_model_gets_its_shape_and_a_tokenizer_of_its_vocabulary(tmp_path
     assert "chat_template" in tokenizer_config
     again, _ = shape.build(prof, tmp_path)
     assert again == directory  # keyed by the config: built once
+
+
+def test_a_table_mistral_has_no_sliding_window() -> None:
+    # transformers' MistralConfig would default to a 4096-token window that v0.3 does not have
+    mistral = shape.table_config(models.in_table("mistralai/Mistral-7B-Instruct-v0.3"))  # type: ignore[arg-type]
+    assert mistral["sliding_window"] is None and mistral["model_type"] == "mistral"
+    llama = shape.table_config(models.in_table("meta-llama/Llama-3.1-8B-Instruct"))  # type: ignore[arg-type]
+    assert "sliding_window" not in llama
 
 
 def test_a_local_config_wins_over_the_table(tmp_path: Path) -> None:
@@ -79,6 +87,7 @@ def test_rehearse_tiny_cpu_end_to_end() -> None:
     (start,) = out["starts"]
     assert start["exit_code"] == 143 and start["seconds_to_ready"] > 0 and not start["failure"]
     assert start["kv_cache_tokens"] > 0 and "weights" in start["phases"]
+    assert any("KV cache size" in line for line in start["vllm_memory_lines"])  # the evidence
     assert out["smoke"].startswith("ok: tiny-phi3")
     for level in ("concurrency_1", "concurrency_8"):
         assert out["bench"][level]["completed"] > 0

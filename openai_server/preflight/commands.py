@@ -111,6 +111,7 @@ class HostFit:
     weights_bytes: int | None
     max_model_len: int | None
     params: int | None = None  # the model's parameter count (its size, whatever its precision)
+    fits_max_model_len: int | None = None  # "runnable with less context": the largest that fits
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -154,7 +155,8 @@ def _judge(name: str, prof: Profile, report: Report) -> HostFit:
     only_context = all(c.name == "memory fit" for c in refused) and report.suggested_max_model_len
     if only_context:
         why = f"fits with max_model_len <= {report.suggested_max_model_len}"
-        return HostFit(name, "runnable with less context", why, tokens, weights, mml)
+        return HostFit(name, "runnable with less context", why, tokens, weights, mml,
+                       fits_max_model_len=report.suggested_max_model_len)  # fmt: skip
     return HostFit(name, "incompatible", refused[0].reason, tokens, weights, mml)
 
 

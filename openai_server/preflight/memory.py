@@ -80,15 +80,26 @@ NON_TORCH_EAGER_BYTES = int(0.16 * GiB)
 # utilization 0.92), where 0.22 GiB had predicted 1.61% more KV tokens than vLLM gave.
 NON_TORCH_PARALLEL_BYTES = int(1.05 * GiB)
 # What vLLM takes beyond the fitted terms, kept so that the prediction never promises more KV than
-# vLLM gives: on an H200 (vLLM 0.26.0, Llama-3.1-8B shape, max_num_batched_tokens 8192) vLLM's
-# overhead was 16.10 GiB at utilization 0.90 and 16.34 GiB at 0.22 and 0.30 (its own logs); the
-# fitted terms sit between, so the larger is kept: 0.125 GiB more (serve rehearse, 2026-11-27).
-UNSEEN_BYTES = GiB // 8
+# vLLM gives. Seen: on an H200 vLLM's overhead for one profile (Llama-3.1-8B shape) was 16.10 GiB
+# at utilization 0.90 and 16.34 GiB at 0.22, and differed by 0.23 GiB between two fresh machines;
+# on an H100 (nine rehearsals, vLLM 0.26.0, 2026-11-27) the fitted terms missed up to 0.18 GiB:
+# FP8 weights quantized at load took 0.08 GiB more than their bytes and 0.09 GiB more transient
+# memory; a Qwen2.5-14B shape 0.16 GiB in all. A quarter GiB covers every one; on the 40-60 GiB
+# caches of an 80 GB card it is 0.4-0.6% (serve rehearse measures the rest, calibration.py).
+UNSEEN_BYTES = GiB // 4
 GRAPH_FIRST_BASE_BYTES = 16 * MiB  # first capture: 16 MiB + 0.15625 MiB per token of the largest
 GRAPH_FIRST_PER_SIZE_BYTES = int(0.15625 * MiB)
 GRAPH_PER_GRAPH_BYTES = 4 * MiB
-# Architectures that vLLM 0.26 runs on its V2 model runner (logged "Using V2 Model Runner").
-V2_RUNNER_ARCHITECTURES = {"LlamaForCausalLM", "Qwen2ForCausalLM"}
+# Architectures whose KV budget vLLM 0.26 does not reduce by its CUDA-graph estimate: Llama and
+# Qwen2 run on its V2 model runner (logged "Using V2 Model Runner"); Mistral and Gemma 2 showed
+# the same budget on an H100 (with the estimate subtracted, 0.36 GiB too little KV was predicted).
+# An architecture not seen keeps the estimate subtracted: the safe direction.
+V2_RUNNER_ARCHITECTURES = {
+    "LlamaForCausalLM",
+    "Qwen2ForCausalLM",
+    "MistralForCausalLM",
+    "Gemma2ForCausalLM",
+}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,13 @@ from typing import Any
 from ..errors import ExitCode, ServeError
 
 STOP_TIMEOUT_S = 120
+# vLLM's own lines about memory, kept in the report as the evidence behind its figures (the
+# model's terms are fitted to them: preflight/memory.py); the launcher's log is temporary.
+MEMORY_LINE = re.compile(
+    r"Model loading took|Available KV cache memory|KV cache size|CUDA graph|Graph capturing|"
+    r"Model Runner|torch peak memory|non-torch|Memory profiling"
+)
+MAX_MEMORY_LINES = 16
 
 
 @dataclass
@@ -39,6 +47,7 @@ class Start:
     stop_seconds: float | None = None
     exit_code: int | None = None
     failure: str = ""  # the launcher's one line when the start failed
+    vllm_memory_lines: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -124,12 +133,25 @@ def read_start(events: list[dict[str, Any]], start: Start) -> None:
             start.seconds_to_ready = e.get("seconds")
 
 
+def memory_lines(log: Path) -> list[str]:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    seen: dict[str, str] = {}  # each worker logs the same message: keep one
+    for line in text.splitlines():
+        if MEMORY_LINE.search(line):
+            message = line.split("] ", 1)[-1]
+            seen.setdefault(message, line.strip()[:300])
+    return list(seen.values())[:MAX_MEMORY_LINES]
+
+
 def one_start(profile_file: Path, workdir: Path, *, cold: bool, ready_timeout: float,
               while_ready: Any = None) -> Start:  # fmt: skip
     """Start, wait for ready, call `while_ready()` (smoke, bench), stop; never leaves a child."""
     start = Start(cold=cold)
-    launcher = Launcher(profile_file, workdir / f"launch-{'cold' if cold else 'warm'}.log",
-                        ready_timeout)  # fmt: skip
+    log = workdir / f"launch-{'cold' if cold else 'warm'}.log"
+    launcher = Launcher(profile_file, log, ready_timeout)
     try:
         if launcher.wait_ready(ready_timeout + 60) and while_ready is not None:
             while_ready()
@@ -137,6 +159,7 @@ def one_start(profile_file: Path, workdir: Path, *, cold: bool, ready_timeout: f
         code, took = launcher.stop()
         start.exit_code, start.stop_seconds = code, round(took, 2)
         read_start(launcher.events, start)
+        start.vllm_memory_lines = memory_lines(log)
     if start.seconds_to_ready is None:
         start.failure = launcher.failure()
     elif code not in (ExitCode.TERMINATED, ExitCode.OK):

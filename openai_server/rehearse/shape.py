@@ -49,7 +49,12 @@ def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
 
 def table_config(shape: models.Shape) -> dict[str, Any]:
     """A config.json for a table shape: what vLLM's memory use and speed depend on."""
-    return {
+    extra: dict[str, Any] = {}
+    if shape.architecture == "MistralForCausalLM":
+        # transformers' MistralConfig defaults to a 4096-token sliding window; the table's Mistral
+        # (v0.3) has none, and a window would change how vLLM sizes and groups the KV cache
+        extra["sliding_window"] = None
+    return extra | {
         "architectures": [shape.architecture],
         "model_type": MODEL_TYPES[shape.architecture],
         "hidden_size": shape.hidden,

@@ -5,10 +5,13 @@ test here skips, so CI (no GPU) collects and skips them. Each result is printed 
 and, when GPU_RESULTS_DIR names a directory, written there, so that a run's figures can be put
 in the README as measured.
 
-What is asserted, per profile that fits this host as written: vLLM's KV cache is within 1% of
-`serve check`'s prediction and not below it (the prediction must never promise more than vLLM
-gives); the start reaches ready (the launcher's readiness: /v1/models lists the model); SIGTERM
-ends it with 143 and the GPU memory returns to its level before the start.
+What is asserted, per profile that fits this host (as written, or with the max_model_len that
+`serve check` suggests where only the context is too long for this GPU: a memory override, said
+in the output): vLLM's KV cache is within 1% of `serve check`'s prediction and not below it (the
+prediction must never promise more than vLLM gives); the start reaches ready (the launcher's
+readiness: /v1/models lists the model); SIGTERM ends it with 143 and the GPU memory returns to
+its level before the start. Held-out shapes and settings (no built-in profile has them) check the
+same bound where the memory model was not fitted.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from openai_server.preflight import commands, gpus
+from openai_server.preflight import commands, gpus, memory
 
 SERVE = [sys.executable, "-m", "openai_server"]
 HARDWARE = gpus.detect()
@@ -31,6 +34,7 @@ pytestmark = [
     pytest.mark.skipif(HARDWARE.count == 0, reason="no NVIDIA GPU on this host"),
 ]
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 def used_bytes() -> int:
@@ -52,23 +56,68 @@ def rehearse(profile: str, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def runnable_here() -> list[str]:
+def fitting_here() -> dict[str, list[str]]:
+    """Built-in GPU profiles this host can run -> the --set overrides they need (memory only)."""
     if HARDWARE.count == 0:
-        return []
-    fits = commands.profiles_for_host(hardware=HARDWARE)
-    return [f.name for f in fits if f.verdict == "runnable" and not f.name.startswith("tiny")]
+        return {}
+    out: dict[str, list[str]] = {}
+    for f in commands.profiles_for_host(hardware=HARDWARE):
+        if f.name.startswith("tiny") or f.verdict == "incompatible":
+            continue
+        out[f.name] = [] if f.verdict == "runnable" else [f"max_model_len={f.fits_max_model_len}"]
+    return out
 
 
-@pytest.mark.parametrize("name", runnable_here() or ["(none)"])
-def test_builtin_profile_rehearses_within_one_percent(name: str) -> None:
-    before = used_bytes()
-    out = rehearse(name, "--no-bench")
-    record(f"rehearse-{name}", out)
+def runnable_here() -> list[str]:
+    return [name for name, sets in fitting_here().items() if not sets]
+
+
+def within_bound(name: str, out: dict[str, Any]) -> None:
+    """Ready, stopped with 143, and the prediction never above vLLM's KV and within 1% of it (on
+    an 80 GB card's 40-60 GiB caches), or within the quarter GiB the model keeps for what it
+    cannot see plus 1/8 GiB, where the cache is too small for 1% to hold that (memory.py)."""
     (start,) = out["starts"]
     assert start["exit_code"] == 143 and start["seconds_to_ready"] > 0
     err = out["kv_error_percent"]
-    assert -1.0 <= err <= 0.0, f"{name}: predicted {err:+.2f}% vs vLLM"
+    slack = max(1.0, 100 * (memory.UNSEEN_BYTES / GiB + 0.125) / start["kv_cache_gib"])
+    assert -slack <= err <= 0.0, f"{name}: predicted {err:+.2f}% vs vLLM (allowed -{slack:.2f}%)"
+
+
+@pytest.mark.parametrize("name", list(fitting_here()) or ["(none)"])
+def test_builtin_profile_rehearses_within_one_percent(name: str) -> None:
+    sets = fitting_here().get(name)
+    if sets is None:
+        pytest.skip("no GPU profile fits this host")
+    if sets:  # said in the output: these figures are not the profile as written
+        print(f"{name}: does not fit this GPU as written; rehearsed with --set {' '.join(sets)}")
+    before = used_bytes()
+    out = rehearse(name, "--no-bench", *(a for s in sets for a in ("--set", s)))
+    record(f"rehearse-{name}", {"overrides": sets, **out})
+    within_bound(name, out)
     assert used_bytes() - before < 512 * MiB  # the stop gave the GPU memory back
+
+
+# Shapes and settings that no built-in profile has, on a GPU of 80 GB or more: other
+# architectures (Mistral, Gemma 2 with its sliding-window layers and 256-wide heads) and a large
+# model at high utilization, where the KV cache is a small remainder.
+HELD_OUT = {
+    "mistral-7b-u062": ("mistralai/Mistral-7B-Instruct-v0.3", 0.62, 32768, "bfloat16"),
+    "gemma2-9b-u080": ("google/gemma-2-9b-it", 0.80, 8192, "bfloat16"),
+    "qwen25-32b-u095": ("Qwen/Qwen2.5-32B-Instruct", 0.95, 16384, "bfloat16"),
+}
+
+
+@pytest.mark.parametrize("case", list(HELD_OUT))
+def test_held_out_shape_within_one_percent(case: str, tmp_path: Path) -> None:
+    if HARDWARE.gpus[0].total_bytes < 75 * 2**30:
+        pytest.skip("the held-out settings are sized for a GPU of 80 GB or more")
+    model, util, mml, dtype = HELD_OUT[case]
+    prof = tmp_path / f"{case}.yaml"
+    prof.write_text(f"model: {model}\ndtype: {dtype}\ngpu_memory_utilization: {util}\n"
+                    f"max_model_len: {mml}\n")  # fmt: skip
+    out = rehearse(str(prof), "--no-bench")
+    record(f"held-out-{case}", out)
+    within_bound(case, out)
 
 
 def test_a_suggestion_at_low_utilization_starts_when_followed() -> None:
@@ -112,4 +161,6 @@ def test_fp8_against_its_bf16_twin() -> None:
             / bf16["bench"]["concurrency_64"]["output_tokens_per_s"])  # fmt: skip
     record("fp8-vs-bf16", {"tpot_speedup_1_stream": round(one, 3),
                            "throughput_ratio_64": round(many, 3), "bf16": bf16, "fp8": fp8})  # fmt: skip
+    within_bound("h100", bf16)
+    within_bound("h100-fp8", fp8)
     assert fp8["starts"][0]["kv_cache_tokens"] > bf16["starts"][0]["kv_cache_tokens"]
