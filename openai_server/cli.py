@@ -264,10 +264,12 @@ def launch_cmd(
     prof = resolved.profile
     head = _node_role(prof, node_rank, head_address)
     if not no_check:
-        preflight_commands.before_launch(prof, python=sys.executable)
+        hardware = preflight_commands.before_launch(prof, python=sys.executable)
         if head is not None:
             assert node_rank is not None
-            preflight_commands.before_node(prof, rank=node_rank, control_port=control_port)
+            preflight_commands.before_node(
+                prof, rank=node_rank, control_port=control_port, hardware=hardware
+            )
     opts = LaunchOptions.for_profile(
         prof,
         os.environ,

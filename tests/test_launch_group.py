@@ -133,6 +133,45 @@ def test_no_head_is_head_lost_after_the_join_timeout() -> None:
     assert 1.4 < time.monotonic() - t0 < 6
 
 
+def test_a_port_that_accepts_and_closes_is_retried_until_the_head_listens() -> None:
+    """A published port (Docker, a load balancer) accepts before the head's launcher listens
+    behind it: the worker retries, then joins the real head on the same port."""
+    port = free_port()
+    accepted = 0
+    with socket.create_server(("127.0.0.1", port)) as early:
+        early.settimeout(5)
+        m = group.Member("127.0.0.1", port, 1, DIGEST)
+        joined: queue.Queue[int | BaseException] = queue.Queue()
+
+        def worker() -> None:
+            try:
+                joined.put(join(m, timeout=15))
+            except BaseException as e:  # handed to the test thread
+                joined.put(e)
+
+        threading.Thread(target=worker, daemon=True).start()
+        for _ in range(2):
+            conn, _ = early.accept()
+            conn.close()
+            accepted += 1
+    h = group.Head(2, DIGEST, port, bind="127.0.0.1")
+    try:
+        assert joined.get(timeout=10) == 2 and accepted == 2
+        assert event(h).kind == "joined" and h.joined() == 2
+    finally:
+        m.close()
+        h.close("test over", failed=False)
+
+
+def test_a_port_that_never_answers_as_a_head_ends_at_the_join_timeout() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as foreign:
+        m = group.Member("127.0.0.1", foreign.getsockname()[1], 1, DIGEST)
+        t0 = time.monotonic()
+        with pytest.raises(group.HeadLost, match="accepted but not answered as serve's head"):
+            join(m, timeout=1.5)
+        assert time.monotonic() - t0 < 6
+
+
 def test_a_taken_port_is_one_line() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

@@ -318,30 +318,38 @@ class Member:
 
     def join(self, deadline: float, stopped: threading.Event) -> int:
         """Connect (retrying until `deadline`: the head may start later), say hello; the group's
-        node count. Raises HeadLost when the head never answered, GroupError when refused."""
+        node count. Raises HeadLost when the head never answered, GroupError when refused.
+
+        A connection that is accepted and then closed, or never answered, is retried too: a
+        port published by Docker or a load balancer accepts before the head's launcher listens
+        behind it."""
         last = ""
         while not stopped.is_set():
+            if last and time.monotonic() >= deadline:
+                raise HeadLost(
+                    f"the head {self.head}:{self.port} did not answer before the join "
+                    f"timeout (last: {last}); start node 0 with --node-rank 0, and check "
+                    f"that this node reaches {self.head}:{self.port}"
+                )
             try:
                 sock = socket.create_connection((self.head, self.port), timeout=CONNECT_RETRY_S)
             except OSError as e:
                 last = e.strerror or str(e)
-                if time.monotonic() >= deadline:
-                    raise HeadLost(
-                        f"the head {self.head}:{self.port} did not answer before the join "
-                        f"timeout (last: {last}); start node 0 with --node-rank 0, and check "
-                        f"that this node reaches {self.head}:{self.port}"
-                    ) from None
                 stopped.wait(CONNECT_RETRY_S)
                 continue
             sock.settimeout(None)
             self.local_ip = str(sock.getsockname()[0])
             hello = {"hello": self.rank, "profile": self.digest, "host": socket.gethostname()}
             Peer(sock, self.head).send(hello)
-            answer, rest = _read_one(sock, HELLO_TIMEOUT_S)
+            answer, rest = _read_one(
+                sock, min(HELLO_TIMEOUT_S, max(0.1, deadline - time.monotonic()))
+            )
             peer = Peer(sock, self.head, rest)
             if answer is None:
                 peer.close()
-                raise HeadLost(f"{self.head}:{self.port} did not answer as serve's head")
+                last = "a connection was accepted but not answered as serve's head"
+                stopped.wait(CONNECT_RETRY_S)
+                continue
             if "refused" in answer:
                 peer.close()
                 raise GroupError(f"the head refused this node: {answer['refused']}")

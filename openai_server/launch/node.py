@@ -138,8 +138,10 @@ def run_head(
     failed = True
     why = "the head stopped"
     ready = f"{inner.base_url}/v1"
+    ready_at: list[float] = []  # when this generation of the group became ready
 
     def announce() -> None:
+        ready_at.append(time.monotonic())
         head.broadcast({"ready": ready})
         if on_ready is not None:
             on_ready()
@@ -147,6 +149,7 @@ def run_head(
     with signals_to(stop):
         try:
             while True:
+                ready_at.clear()
                 ray = _start_ray(spec, inner, ui, stop, join_timeout) if spec.ray else None
                 try:
                     _join(head, spec, ui, stop, join_timeout)
@@ -158,7 +161,10 @@ def run_head(
                     server = with_host_ip(spec.server, head.local_ip(), ui)
                     run(server, inner, ui, stop=stop, on_ready=announce)
                 except StartFailed as failure:
-                    restart = restarts.after(failure, time.monotonic(), None)
+                    now = time.monotonic()
+                    # a group that served for a while starts its backoff over, as one node does
+                    served = now - ready_at[0] if ready_at else None
+                    restart = restarts.after(failure, now, served)
                     if restart is None:
                         why = failure.message
                         raise

@@ -52,18 +52,21 @@ def check_cmd(
         raise RefusedError(refusal)
 
 
-def before_launch(profile: Profile, *, python: str) -> None:
-    """Run the preflight checks; raise RefusedError when the profile cannot start."""
-    report = run(profile, Target(python=profile.python or python))
+def before_launch(profile: Profile, *, python: str) -> gpus.Hardware:
+    """Run the preflight checks; raise RefusedError when the profile cannot start. Returns the
+    GPUs it found (a node's own checks use them: NVML is asked once)."""
+    hardware = gpus.detect()
+    report = run(profile, Target(python=profile.python or python), hardware)
     for c in report.warnings:
         print(f"{WARN_PREFIX}{c.name}: {c.reason}", file=sys.stderr, flush=True)
     refused = [c for c in report.checks if c.status == "refused"]
     if refused:
         more = f" (and {len(refused) - 1} more; see `serve check`)" if len(refused) > 1 else ""
         raise RefusedError(f"check: {report.refusal()}{more} (--no-check skips the checks)")
+    return hardware
 
 
-def before_node(profile: Profile, *, rank: int, control_port: int) -> None:
+def before_node(profile: Profile, *, rank: int, control_port: int, hardware: gpus.Hardware) -> None:
     """One node's own checks (preflight/node.py): the ports its rank opens, /dev/shm; RefusedError
     when the node cannot take its part."""
     from . import node
@@ -82,7 +85,7 @@ def before_node(profile: Profile, *, rank: int, control_port: int) -> None:
         ports=ports,
         busy=node.busy_ports(ports),
         shm_bytes=node.shm_bytes(),
-        uses_gpus=gpus.detect().count > 0,
+        uses_gpus=hardware.count > 0,
     )
     report = Report()
     for name, status, reason, fix in node.lines(facts):
