@@ -172,6 +172,18 @@ def test_weights_larger_than_the_budget_are_refused():
     assert statuses(evaluate(facts(prof, shape=shape)))["weights"] == "refused"
 
 
+def test_weights_over_a_low_utilization_suggest_the_utilization_that_fits():
+    # Phi-3-mini (7.1 GiB) at 0.05 of an H100: a higher utilization fixes it, not a bigger GPU
+    report = evaluate(facts(profile(BASE, "gpu_memory_utilization=0.05")))
+    assert statuses(report)["weights"] == "refused"
+    util = report.suggested_gpu_memory_utilization
+    assert util is not None and 0.1 < util < 0.2
+    fix = next(c.fix for c in report.checks if c.name == "weights")
+    assert fix.startswith(f"set gpu_memory_utilization: {util}, or use more GPUs")
+    followed = evaluate(facts(profile(BASE, f"gpu_memory_utilization={util}")))
+    assert not refused_reasons(followed)
+
+
 def test_too_many_sequences_for_the_cache_is_a_warning_not_a_refusal():
     prof = profile(BASE + "dtype: half\nmax_num_seqs: 64\ngpu_memory_utilization: 0.85\n")
     report = evaluate(facts(prof, gpus.planned("T4")))

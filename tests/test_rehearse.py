@@ -62,6 +62,24 @@ def test_an_unknown_model_is_refused_with_the_download_to_make() -> None:
         shape.config_for(prof)
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("model: Qwen/Qwen2.5-7B-Instruct\nquantization: awq\n",
+         "quantization awq needs the checkpoint's own config.json"),
+        ("model: microsoft/Phi-3-small-8k-instruct\n",
+         "cannot write a config.json for Phi3SmallForCausalLM"),
+    ],
+)  # fmt: skip
+def test_a_table_shape_that_cannot_be_rehearsed_is_refused_with_the_fix(
+    text: str, says: str
+) -> None:
+    prof = loader.load_text(text).profile
+    with pytest.raises(RefusedError, match=re.escape(says)) as refused:
+        shape.config_for(prof)
+    assert "hf download" in refused.value.message
+
+
 def test_calibration_keeps_the_largest_overhead_per_key(tmp_path: Path) -> None:
     key = calibration.Key("NVIDIA H100 80GB HBM3", "0.26.0", "LlamaForCausalLM", 1, 1, False)
     other = calibration.Key("NVIDIA H100 80GB HBM3", "0.26.0", "LlamaForCausalLM", 2, 1, False)

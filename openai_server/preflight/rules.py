@@ -335,13 +335,22 @@ def check_memory(facts: Facts, report: Report) -> None:
             "positions (max_position_embeddings)",
             f"set max_model_len <= {shape.max_positions}",
         )
+    # A suggestion is followed as written, so it keeps a margin for what the model may miss:
+    # less where this host's own rehearsal calibrated it.
+    margin = CALIBRATED_MARGIN_BYTES if facts.calibration else SUGGESTION_MARGIN_BYTES
+    safe = replace(s, overhead_bytes=s.overhead_bytes + margin)
+    calibrated = f"; {facts.calibration.note()}" if facts.calibration else ""
     if f.weights_bytes > f.requested_bytes:
+        # a low gpu_memory_utilization is fixed by a higher one when the card is big enough
+        util = memory.utilization_for(shape, safe, gpu.total_bytes, s.max_model_len)
+        report.suggested_gpu_memory_utilization = util
+        more = "use more GPUs (tensor_parallel_size), a quantized model, or a bigger GPU"
         report.add(
             "weights",
             "refused",
             f"weights need {_gib(f.weights_bytes)} per GPU; gpu_memory_utilization="
             f"{s.gpu_memory_utilization} of {gpu.name} gives {_gib(f.requested_bytes)}",
-            "use more GPUs (tensor_parallel_size), a quantized model, or a bigger GPU",
+            f"set gpu_memory_utilization: {util}, or {more}" if util else more,
         )
         return
     lora = f"; LoRA slots {_gib(f.lora_bytes)}" if f.lora_bytes else ""
@@ -350,11 +359,6 @@ def check_memory(facts: Facts, report: Report) -> None:
         "ok",
         f"{_gib(f.weights_bytes)} per GPU ({shape.params / 1e9:.2f}B params, {shape.source}){lora}",
     )
-    # A suggestion is followed as written, so it keeps a margin for what the model may miss:
-    # less where this host's own rehearsal calibrated it.
-    margin = CALIBRATED_MARGIN_BYTES if facts.calibration else SUGGESTION_MARGIN_BYTES
-    safe = replace(s, overhead_bytes=s.overhead_bytes + margin)
-    calibrated = f"; {facts.calibration.note()}" if facts.calibration else ""
     if f.kv_cache_tokens < s.max_model_len:
         fits = memory.largest_max_model_len(memory.fit(shape, safe, gpu.total_bytes))
         util = memory.utilization_for(shape, safe, gpu.total_bytes, s.max_model_len)

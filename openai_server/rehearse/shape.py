@@ -27,6 +27,12 @@ MODEL_TYPES = {
     "MistralForCausalLM": "mistral",
     "Gemma2ForCausalLM": "gemma2",
 }
+# Methods whose weights a checkpoint brings already quantized: vLLM reads their layout from its
+# config.json's quantization_config, which a table shape cannot supply. (fp8 and experts_int8
+# quantize at load and run from a bf16 shape.)
+CHECKPOINT_QUANTIZATION = {"awq", "awq_marlin", "gptq", "gptq_marlin", "marlin", "moe_wna16",
+                           "compressed-tensors", "modelopt", "modelopt_fp4", "mxfp4",
+                           "gguf"}  # fmt: skip
 
 
 def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
@@ -37,12 +43,23 @@ def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
         path = models.hf_cache_config(profile.model, profile.revision)
     if path is not None and path.is_file():
         return json.loads(path.read_text()), str(path)
+    fix = (f"fix: `hf download {profile.model} config.json` (a few KB), or point model at a "
+           "directory with it")  # fmt: skip
     shape = models.in_table(profile.model)
-    if shape is None or shape.architecture not in MODEL_TYPES:
+    if shape is not None and profile.quantization in CHECKPOINT_QUANTIZATION:
+        raise RefusedError(
+            f"rehearse: quantization {profile.quantization} needs the checkpoint's own config.json "
+            f"(its quantization_config); serve's table has only the shape of {profile.model}; {fix}"
+        )
+    if shape is not None and shape.architecture not in MODEL_TYPES:
+        raise RefusedError(
+            f"rehearse: serve's table has the size of {profile.model} but cannot write a "
+            f"config.json for {shape.architecture}; {fix}"
+        )
+    if shape is None:
         raise RefusedError(
             f"rehearse: no shape for {profile.model}: no config.json in a local directory or the "
-            "Hugging Face cache, and not in serve's table; fix: `hf download "
-            f"{profile.model} config.json` (a few KB), or point model at a directory with it"
+            f"Hugging Face cache, and not in serve's table; {fix}"
         )
     return table_config(shape), "serve's shape table"
 
