@@ -74,7 +74,9 @@ ACT_PER_TOKEN_HIDDEN = 2.314  # x batched tokens x hidden_size x 2 bytes
 ACT_BASE_BYTES = int(0.112 * GiB)
 LM_HEAD_EXTRA_BYTES = int(0.06 * GiB)
 NON_TORCH_BYTES = int(0.225 * GiB)  # cuBLAS/NCCL/attention workspaces after vLLM's first snapshot
-NON_TORCH_EAGER_BYTES = int(0.16 * GiB)
+# eager: 0.16 GiB on an H200 (Phi-3 shape), 0.22 GiB on an H100 (Qwen2.5-7B shape, vLLM's own
+# "Actual usage is ... 0.22 GiB for non-torch memory"): the larger is kept
+NON_TORCH_EAGER_BYTES = int(0.22 * GiB)
 # With tensor or pipeline parallel, NCCL's buffers and the all-reduce workspaces add to it:
 # measured 1.05 GiB per GPU on two H200s (vLLM 0.26.0, Llama-3.3-70B shape, tensor parallel 2,
 # utilization 0.92), where 0.22 GiB had predicted 1.61% more KV tokens than vLLM gave.
