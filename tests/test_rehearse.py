@@ -12,7 +12,7 @@ import pytest
 from openai_server import loader
 from openai_server.errors import RefusedError
 from openai_server.preflight import calibration, models
-from openai_server.rehearse import shape
+from openai_server.rehearse import run, shape
 from tests.conftest import SERVE, vllm_installed
 
 
@@ -78,6 +78,28 @@ def test_a_table_shape_that_cannot_be_rehearsed_is_refused_with_the_fix(
     with pytest.raises(RefusedError, match=re.escape(says)) as refused:
         shape.config_for(prof)
     assert "hf download" in refused.value.message
+
+
+# vLLM 0.26.0 on an H100 (2026-11-27, Qwen2.5-7B shape, eager), as the launcher's log had it
+H100_LOG = """\
+(EngineCore pid=729) INFO 11-27 14:28:01 [gpu_worker.py:378] Using V2 Model Runner
+(EngineCore pid=729) INFO 11-27 14:28:05 [model_runner.py:305] Model loading took 14.29 GiB and 3.220666 seconds
+(EngineCore pid=729) INFO 11-27 14:28:10 [gpu_worker.py:560] Available KV cache memory: 23.96 GiB
+(EngineCore pid=729) INFO 11-27 14:28:10 [kv_cache_utils.py:2177] GPU KV cache size: 448,576 tokens
+(EngineCore pid=729) INFO 11-27 14:28:10 [gpu_worker.py:857] Free memory on device (78.66/79.18 GiB) on startup. Desired GPU memory utilization is (0.5, 39.59 GiB). Actual usage is 14.29 GiB for weight, 1.12 GiB for peak activation, 0.22 GiB for non-torch memory, and 0.0 GiB for CUDAGraph memory.
+(APIServer pid=700) INFO 11-27 14:28:20 [api_server.py:1] Starting vLLM API server 0 on http://127.0.0.1:8000
+"""
+
+
+def test_vllms_memory_lines_and_breakdown_are_kept(tmp_path: Path) -> None:
+    log = tmp_path / "launch.log"
+    log.write_text(H100_LOG + H100_LOG)  # two workers say the same: kept once
+    lines = run.memory_lines(log)
+    assert len(lines) == 5 and not any("API server" in line for line in lines)
+    assert run.breakdown(lines) == {"weights": 14.29, "activation": 1.12, "non_torch": 0.22,
+                                    "cuda_graphs": 0.0}  # fmt: skip
+    assert run.breakdown(lines[:2]) == {}  # a release that logs none
+    assert run.memory_lines(tmp_path / "missing.log") == []
 
 
 def test_calibration_keeps_the_largest_overhead_per_key(tmp_path: Path) -> None:

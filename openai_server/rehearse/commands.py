@@ -71,9 +71,14 @@ def bench(base_url: str, model: str, api_key: str | None, prompts: int,
 
 def prediction(report: Report) -> dict[str, Any]:
     f = report.fit
+    terms = {}
+    if f:  # the model's split, to set beside vLLM's own where it logs one (run.breakdown)
+        terms = {"weights": f.weights_bytes + f.lora_bytes, "activation": f.activation_bytes,
+                 "non_torch": f.non_torch_bytes, "cuda_graphs": f.cuda_graph_bytes}  # fmt: skip
     return {
         "kv_cache_tokens": f.kv_cache_tokens if f else None,
         "available_kv_gib": round(f.available_kv_bytes / GiB, 3) if f else None,
+        "breakdown_gib": {k: round(v / GiB, 3) for k, v in terms.items()},
         "calibrated": next((c.reason for c in report.checks if "calibrated" in c.reason), ""),
     }
 
@@ -169,6 +174,13 @@ def text_report(out: dict[str, Any]) -> str:
                      f"({err:+.2f}%){note}")  # fmt: skip
     elif kv is not None:
         lines.append(f"  KV cache: vLLM {kv:,} tokens (no GPU prediction on this host)")
+    theirs = starts[0].get("vllm_breakdown_gib") or {}
+    if theirs and pred.get("breakdown_gib"):
+        ours = pred["breakdown_gib"]
+        split = ", ".join(f"{k.replace('_', '-')} {ours[k]:.2f}/{theirs[k]:.2f}" for k in theirs)
+        unseen = memory.UNSEEN_BYTES / GiB
+        lines.append(f"  before the KV cache, GiB per GPU (predicted/vLLM): {split} "
+                     f"(predicted non-torch includes {unseen:.2f} unseen)")  # fmt: skip
     for s in starts:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in s["phases"].items())
         lines.append(f"  {'cold' if s['cold'] else 'warm'} start: ready in "

@@ -28,9 +28,18 @@ STOP_TIMEOUT_S = 120
 # model's terms are fitted to them: preflight/memory.py); the launcher's log is temporary.
 MEMORY_LINE = re.compile(
     r"Model loading took|Available KV cache memory|KV cache size|CUDA graph|Graph capturing|"
-    r"Model Runner|torch peak memory|non-torch|Memory profiling"
+    r"Model Runner|torch peak memory|non-torch|Memory profiling|Actual usage"
 )
 MAX_MEMORY_LINES = 16
+# vLLM 0.26's breakdown of what it took before the KV cache (gpu_worker.py, INFO):
+# "Actual usage is 14.29 GiB for weight, 1.12 GiB for peak activation, 0.22 GiB for non-torch
+# memory, and 0.0 GiB for CUDAGraph memory"
+_N = r"([0-9.]+)"
+BREAKDOWN = re.compile(
+    rf"Actual usage is {_N} GiB for weight, {_N} GiB for peak activation, {_N} GiB for "
+    rf"non-torch memory, and {_N} GiB for CUDAGraph memory"
+)
+BREAKDOWN_KEYS = ("weights", "activation", "non_torch", "cuda_graphs")
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Start:
     exit_code: int | None = None
     failure: str = ""  # the launcher's one line when the start failed
     vllm_memory_lines: list[str] = field(default_factory=list)
+    vllm_breakdown_gib: dict[str, float] = field(default_factory=dict)  # where vLLM logs one
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -146,6 +156,14 @@ def memory_lines(log: Path) -> list[str]:
     return list(seen.values())[:MAX_MEMORY_LINES]
 
 
+def breakdown(lines: list[str]) -> dict[str, float]:
+    """vLLM's own split of the memory it took before the KV cache, GiB per GPU ({} if none)."""
+    for line in lines:
+        if m := BREAKDOWN.search(line):
+            return {k: float(v) for k, v in zip(BREAKDOWN_KEYS, m.groups(), strict=True)}
+    return {}
+
+
 def one_start(profile_file: Path, workdir: Path, *, cold: bool, ready_timeout: float,
               while_ready: Any = None) -> Start:  # fmt: skip
     """Start, wait for ready, call `while_ready()` (smoke, bench), stop; never leaves a child."""
@@ -160,6 +178,7 @@ def one_start(profile_file: Path, workdir: Path, *, cold: bool, ready_timeout: f
         start.exit_code, start.stop_seconds = code, round(took, 2)
         read_start(launcher.events, start)
         start.vllm_memory_lines = memory_lines(log)
+        start.vllm_breakdown_gib = breakdown(start.vllm_memory_lines)
     if start.seconds_to_ready is None:
         start.failure = launcher.failure()
     elif code not in (ExitCode.TERMINATED, ExitCode.OK):
