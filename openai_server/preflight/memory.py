@@ -92,10 +92,13 @@ UNSEEN_BYTES = GiB // 4
 GRAPH_FIRST_BASE_BYTES = 16 * MiB  # first capture: 16 MiB + 0.15625 MiB per token of the largest
 GRAPH_FIRST_PER_SIZE_BYTES = int(0.15625 * MiB)
 GRAPH_PER_GRAPH_BYTES = 4 * MiB
-# Architectures whose KV budget vLLM 0.26 does not reduce by its CUDA-graph estimate: Llama and
-# Qwen2 run on its V2 model runner (logged "Using V2 Model Runner"); Mistral and Gemma 2 showed
-# the same budget on an H100 (with the estimate subtracted, 0.36 GiB too little KV was predicted).
-# An architecture not seen keeps the estimate subtracted: the safe direction.
+# Architectures whose KV budget vLLM 0.26 does not reduce by a CUDA-graph estimate. Its worker
+# (v1/worker/gpu_worker.py, determine_available_memory) subtracts the model runner's estimate;
+# the V2 runner, the default for dense non-hybrid generative models there
+# (config/vllm.py, _is_default_v2_model_runner_model), gives none
+# (v1/worker/gpu/model_runner.py, profile_cudagraph_memory returns 0; "0.0 GiB for CUDAGraph
+# memory" in the log). Seen on an H100: Llama, Qwen2, Mistral, Gemma 2. The Phi-3 runs on an
+# H200 took the V1 runner's estimate off, so an architecture not seen keeps it: the safe side.
 V2_RUNNER_ARCHITECTURES = {
     "LlamaForCausalLM",
     "Qwen2ForCausalLM",
