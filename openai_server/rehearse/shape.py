@@ -27,12 +27,10 @@ MODEL_TYPES = {
     "MistralForCausalLM": "mistral",
     "Gemma2ForCausalLM": "gemma2",
 }
-# Methods whose weights a checkpoint brings already quantized: vLLM reads their layout from its
-# config.json's quantization_config, which a table shape cannot supply. (fp8 and experts_int8
-# quantize at load and run from a bf16 shape.)
-CHECKPOINT_QUANTIZATION = {"awq", "awq_marlin", "gptq", "gptq_marlin", "marlin", "moe_wna16",
-                           "compressed-tensors", "modelopt", "modelopt_fp4", "mxfp4",
-                           "gguf"}  # fmt: skip
+# The quantization methods that quantize a bf16 checkpoint as vLLM loads it, and so run from a
+# table shape; every other method (awq, gptq, compressed-tensors, modelopt, quark, ...) reads its
+# layout from the checkpoint's own config.json (quantization_config), which the table lacks.
+QUANTIZED_AT_LOAD = {"fp8", "experts_int8"}
 
 
 def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
@@ -46,7 +44,7 @@ def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
     fix = (f"fix: `hf download {profile.model} config.json` (a few KB), or point model at a "
            "directory with it")  # fmt: skip
     shape = models.in_table(profile.model)
-    if shape is not None and profile.quantization in CHECKPOINT_QUANTIZATION:
+    if shape is not None and profile.quantization not in {None, *QUANTIZED_AT_LOAD}:
         raise RefusedError(
             f"rehearse: quantization {profile.quantization} needs the checkpoint's own config.json "
             f"(its quantization_config); serve's table has only the shape of {profile.model}; {fix}"

@@ -16,6 +16,7 @@ same bound where the memory model was not fitted.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -56,6 +57,7 @@ def rehearse(profile: str, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
+@functools.cache  # judged once: parametrize and every test ask
 def fitting_here() -> dict[str, list[str]]:
     """Built-in GPU profiles this host can run -> the --set overrides they need (memory only)."""
     if HARDWARE.count == 0:
