@@ -81,3 +81,24 @@ def all_reduce(profile: Profile, environ: Mapping[str, str]) -> AllReduce:
     # the profile's own env wins over ours, as it does for every variable
     env = {k: v for k, v in SAFE_ENV.items() if k not in profile.env}
     return AllReduce(f"{reason}: plain NCCL all-reduce, nothing that needs multicast", args, env)
+
+
+def fuses_all_reduce(argv: list[str]) -> bool:
+    """Whether vLLM keeps its fused all-reduce + RMSNorm pass for this rendered command: off only
+    where the last `--compilation-config` (argparse keeps the last) sets
+    pass_config.fuse_allreduce_rms to false. The pass's workspace is memory the KV cache does not
+    get (preflight/memory.py)."""
+    config: object = None
+    for i, arg in enumerate(argv):
+        if arg == "--compilation-config" and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif arg.startswith("--compilation-config="):
+            config = arg.split("=", 1)[1]
+    if not isinstance(config, str):
+        return True
+    try:
+        parsed = json.loads(config)
+    except ValueError:  # an optimization level ("3") or not JSON: vLLM's defaults
+        return True
+    passes = parsed.get("pass_config") if isinstance(parsed, dict) else None
+    return not (isinstance(passes, dict) and passes.get("fuse_allreduce_rms") is False)

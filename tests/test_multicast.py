@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from openai_server import loader, render
 from openai_server.cli import app
-from openai_server.multicast import SAFE_ENV, all_reduce
+from openai_server.multicast import SAFE_ENV, all_reduce, fuses_all_reduce
 
 TP2 = "model: org/m\ntensor_parallel_size: 2\n"
 OFF = {"NCCL_NVLS_ENABLE": "0"}
@@ -76,3 +76,38 @@ def test_explain_says_why_and_check_accepts_the_flags(monkeypatch: pytest.Monkey
         assert checked.exit_code == 0, checked.output
         report = json.loads(checked.stdout)
         assert report["ok"] and "flags accepted" in report["checks"][0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fused"),
+    [
+        ([], True),
+        (["--compilation-config", '{"pass_config":{"fuse_allreduce_rms":false}}'], False),
+        (['--compilation-config={"pass_config": {"fuse_allreduce_rms": false}}'], False),
+        (["--compilation-config", '{"pass_config":{"fuse_allreduce_rms":true}}'], True),
+        (["--compilation-config", "3"], True),  # an optimization level: vLLM's defaults
+        (["--compilation-config", "{not json"], True),
+        # argparse keeps the last one
+        (["--compilation-config", '{"pass_config":{"fuse_allreduce_rms":false}}',
+          "--compilation-config", '{"level": 3}'], True),
+    ],
+)  # fmt: skip
+def test_whether_vllm_fuses_all_reduce_is_read_from_the_command(
+    argv: list[str], fused: bool
+) -> None:
+    assert fuses_all_reduce(argv) is fused
+
+
+def test_check_counts_the_fused_all_reduce_workspace_only_where_vllm_keeps_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def kv_tokens() -> int:
+        out = CliRunner().invoke(app, ["check", "-p", "h100-tp2", "--gpu", "H100:2", "--json"])
+        return int(json.loads(out.stdout)["kv_cache_tokens"])
+
+    monkeypatch.delenv("NCCL_NVLS_ENABLE", raising=False)
+    monkeypatch.delenv("TORCH_SYMM_MEM_DISABLE_MULTICAST", raising=False)
+    monkeypatch.delenv("NVSHMEM_DISABLE_NVLS", raising=False)
+    fused = kv_tokens()
+    monkeypatch.setenv("NCCL_NVLS_ENABLE", "0")
+    assert kv_tokens() - fused > 5_000  # ~1 GiB per GPU at 160 KiB a token

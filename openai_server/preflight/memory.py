@@ -77,10 +77,16 @@ NON_TORCH_BYTES = int(0.225 * GiB)  # cuBLAS/NCCL/attention workspaces after vLL
 # eager: 0.16 GiB on an H200 (Phi-3 shape), 0.22 GiB on an H100 (Qwen2.5-7B shape, vLLM's own
 # "Actual usage is ... 0.22 GiB for non-torch memory"): the larger is kept
 NON_TORCH_EAGER_BYTES = int(0.22 * GiB)
-# With tensor or pipeline parallel, NCCL's buffers and the all-reduce workspaces add to it:
-# measured 1.05 GiB per GPU on two H200s (vLLM 0.26.0, Llama-3.3-70B shape, tensor parallel 2,
-# utilization 0.92), where 0.22 GiB had predicted 1.61% more KV tokens than vLLM gave.
-NON_TORCH_PARALLEL_BYTES = int(1.05 * GiB)
+# With tensor or pipeline parallel it depends on vLLM's fused all-reduce + RMSNorm pass (on by
+# default on Hopper), whose FlashInfer all-reduce workspace (compilation/passes/fusion/
+# allreduce_rms_fusion.py, sized by max tokens x hidden size) is allocated outside torch:
+# measured 1.05 GiB per GPU with it (two H200s, vLLM 0.26.0, Llama-3.3-70B shape, tensor parallel
+# 2, utilization 0.92: 0.22 GiB had predicted 1.61% more KV tokens than vLLM gave), and 0.07 GiB
+# with it off (`fuse_allreduce_rms: false`, what multicast.py renders where NVLink multicast is
+# off: the same shape and Qwen2.5-32B, tensor parallel 2, vLLM's own "0.07 GiB for non-torch
+# memory", two H200s, 2026-11-27).
+NON_TORCH_FUSED_ALL_REDUCE_BYTES = int(1.05 * GiB)
+NON_TORCH_PARALLEL_BYTES = int(0.07 * GiB)
 # What vLLM takes beyond the fitted terms, kept so that the prediction never promises more KV than
 # vLLM gives. Seen: on an H200 vLLM's overhead for one profile (Llama-3.1-8B shape) was 16.10 GiB
 # at utilization 0.90 and 16.34 GiB at 0.22, and differed by 0.23 GiB between two fresh machines;
@@ -124,6 +130,7 @@ class Settings:
     max_loras: int = 0  # 0: LoRA off
     max_lora_rank: int = 16
     overhead_bytes: int = 0  # a measured correction (calibration.py) or a safety margin
+    fused_all_reduce: bool = True  # vLLM's fused all-reduce + RMSNorm (multicast.fuses_all_reduce)
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,10 @@ def fit(shape: Shape, s: Settings, total_bytes: int) -> Fit:
     per_token = kv_bytes_per_token(shape, s)
     non_torch = NON_TORCH_EAGER_BYTES if s.enforce_eager else NON_TORCH_BYTES
     if s.tensor_parallel_size * s.pipeline_parallel_size > 1:
-        non_torch = max(non_torch, NON_TORCH_PARALLEL_BYTES)
+        if s.fused_all_reduce:
+            non_torch = max(non_torch, NON_TORCH_FUSED_ALL_REDUCE_BYTES)
+        elif not s.enforce_eager:  # eager with tensor parallel not measured: one GPU's, the larger
+            non_torch = NON_TORCH_PARALLEL_BYTES
     lora = lora_bytes(shape, s)
     non_torch += UNSEEN_BYTES
     available = requested - weights - lora - non_torch - act - graphs - s.overhead_bytes

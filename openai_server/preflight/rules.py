@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from ..multicast import fuses_all_reduce
 from ..profile import Profile
 from . import memory
 from .calibration import Calibration
@@ -309,7 +310,18 @@ def default_settings(facts: Facts) -> memory.Settings:
         max_loras=(p.max_loras or 1) if p.lora_enabled else 0,
         max_lora_rank=p.max_lora_rank or DEFAULT_MAX_LORA_RANK,
         overhead_bytes=facts.calibration.overhead_bytes if facts.calibration else 0,
+        fused_all_reduce=fuses_all_reduce(facts.argv),
     )
+
+
+def all_reduce_note(s: memory.Settings) -> str:
+    """With tensor parallel, which all-reduce the prediction assumed: it moves ~1 GiB per GPU."""
+    if s.tensor_parallel_size == 1:
+        return ""
+    if s.fused_all_reduce:
+        workspace = memory.NON_TORCH_FUSED_ALL_REDUCE_BYTES / GiB
+        return f"; counts vLLM's fused all-reduce workspace ({workspace:.2f} GiB per GPU)"
+    return "; vLLM's fused all-reduce is off in this command (no workspace counted)"
 
 
 def check_memory(facts: Facts, report: Report) -> None:
@@ -383,7 +395,7 @@ def check_memory(facts: Facts, report: Report) -> None:
         "ok",
         f"KV cache {_gib(f.available_kv_bytes)} = {f.kv_cache_tokens:,} tokens; "
         f"{f.max_concurrency(s.max_model_len):.1f} sequences of max_model_len at once"
-        f"{calibrated}",
+        f"{calibrated}{all_reduce_note(s)}",
     )
     typical = min(TYPICAL_SEQUENCE_TOKENS, s.max_model_len)
     if s.max_num_seqs * typical > f.kv_cache_tokens:

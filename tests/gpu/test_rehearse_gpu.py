@@ -74,6 +74,12 @@ def runnable_here() -> list[str]:
     return [name for name, sets in fitting_here().items() if not sets]
 
 
+# A start that loads its graphs from vLLM's compile cache skips the compile's transient peak:
+# with tensor parallel 2 (Llama-3.3-70B shape, two H200s) it got 0.58 GiB per GPU more KV cache
+# than the compiling start the model predicts (one GPU: 0.05 GiB, inside the margin).
+COMPILE_PEAK_GIB = 0.6
+
+
 def within_bound(name: str, out: dict[str, Any]) -> None:
     """Ready, stopped with 143, and the prediction never above vLLM's KV and within 1% of it (on
     an 80 GB card's 40-60 GiB caches), or within the quarter GiB the model keeps for what it
@@ -81,7 +87,11 @@ def within_bound(name: str, out: dict[str, Any]) -> None:
     (start,) = out["starts"]
     assert start["exit_code"] == 143 and start["seconds_to_ready"] > 0
     err = out["kv_error_percent"]
-    slack = max(1.0, 100 * (memory.UNSEEN_BYTES / GiB + 0.125) / start["kv_cache_gib"])
+    unseen = memory.UNSEEN_BYTES / GiB + 0.125
+    if start.get("compiled") is False and (out["predicted"].get("gpus_per_replica") or 1) > 1:
+        unseen += COMPILE_PEAK_GIB
+        print(f"{name}: graphs from vLLM's compile cache: {COMPILE_PEAK_GIB} GiB more allowed")
+    slack = max(1.0, 100 * unseen / start["kv_cache_gib"])
     assert -slack <= err <= 0.0, f"{name}: predicted {err:+.2f}% vs vLLM (allowed -{slack:.2f}%)"
 
 
