@@ -81,7 +81,8 @@ NON_TORCH_EAGER_BYTES = int(0.22 * GiB)
 # default on Hopper), whose FlashInfer all-reduce workspace (compilation/passes/fusion/
 # allreduce_rms_fusion.py, sized by max tokens x hidden size) is allocated outside torch:
 # measured 1.05 GiB per GPU with it (two H200s, vLLM 0.26.0, Llama-3.3-70B shape, tensor parallel
-# 2, utilization 0.92: 0.22 GiB had predicted 1.61% more KV tokens than vLLM gave), and 0.07 GiB
+# 2, utilization 0.92, a run made before multicast.py turned the fusion off: 0.22 GiB had
+# predicted 1.61% more KV tokens than vLLM gave), and 0.07 GiB
 # with it off (`fuse_allreduce_rms: false`, what multicast.py renders where NVLink multicast is
 # off: the same shape and Qwen2.5-32B, tensor parallel 2, vLLM's own "0.07 GiB for non-torch
 # memory", two H200s, 2026-11-27).

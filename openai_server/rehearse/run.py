@@ -60,7 +60,7 @@ class Start:
     vllm_breakdown_gib: dict[str, float] = field(default_factory=dict)  # where vLLM logs one
     # True: torch.compile compiled the graphs; False: vLLM loaded them from its compile cache
     # (~/.cache/vllm), which with tensor parallel left 0.58 GiB more per GPU for the KV cache
-    # (preflight/memory.py predicts the compiling start); None: not logged (eager, CPU)
+    # (preflight/memory.py predicts the compiling start); None: vLLM said neither (eager)
     compiled: bool | None = None
 
     def as_json(self) -> dict[str, Any]:
