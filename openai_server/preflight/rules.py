@@ -282,6 +282,16 @@ def check_port(facts: Facts, report: Report) -> None:
         )
 
 
+def batch_defaults(gpu_name: str, total_bytes: int) -> tuple[int, int]:
+    """vLLM's max_num_batched_tokens and max_num_seqs by device memory (EngineArgs.
+    get_batch_defaults, OpenAI server context)."""
+    if total_bytes >= 160 * GiB:
+        return 16384, 1024
+    if total_bytes >= 70 * GiB and "a100" not in gpu_name.lower():
+        return 8192, 1024
+    return 2048, 256
+
+
 def default_settings(facts: Facts) -> memory.Settings:
     """The profile's values with vLLM's own defaults filled in (per GPU memory, like vLLM)."""
     p, gpu, shape = facts.profile, facts.hardware.gpus[0], facts.shape
@@ -289,13 +299,7 @@ def default_settings(facts: Facts) -> memory.Settings:
     dtype_bytes = memory.BYTES_PER_ELEMENT.get(p.dtype or "auto", 2)
     kv = p.kv_cache_dtype or "auto"
     kv_bytes = dtype_bytes if kv == "auto" else memory.BYTES_PER_ELEMENT[kv]
-    # vLLM's defaults by device memory (EngineArgs.get_batch_defaults, OpenAI server context)
-    if gpu.total_bytes >= 160 * GiB:
-        batched, seqs = 16384, 1024
-    elif gpu.total_bytes >= 70 * GiB and "a100" not in gpu.name.lower():
-        batched, seqs = 8192, 1024
-    else:
-        batched, seqs = 2048, 256
+    batched, seqs = batch_defaults(gpu.name, gpu.total_bytes)
     return memory.Settings(
         dtype_bytes=dtype_bytes,
         kv_bytes=kv_bytes,

@@ -21,12 +21,13 @@ import typer
 from .. import loader
 from ..cli_common import ProfileOpt, SetOpt, profile_ref
 from ..errors import RefusedError
-from ..preflight import calibration, memory
+from ..preflight import calibration, gpus, memory
 from ..preflight.check import Target, gather
 from ..preflight.gpus import GiB
 from ..preflight.rules import Report, evaluate
 from ..profile import Profile
 from . import shape
+from .budget import held_to
 from .run import RehearsalFailed, Start, free_port, one_start
 
 PROMPT_TOKENS = 128
@@ -99,13 +100,32 @@ def rehearse_cmd(
         bool, typer.Option(help="store the measured overhead for `serve check` (GPU only)")
     ] = True,
     ready_timeout: Annotated[float, typer.Option(help="seconds to ready")] = 1800.0,
+    as_gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--as-gpu",
+            help="run with the KV-cache budget the profile has on this smaller GPU (H100, L4, "
+            "T4...): its utilization scaled to this GPU",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Serve the profile's model shape with dummy weights; report KV, phases, bench; stop."""
     from ..settings import settings
 
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
-    facts = gather(prof, Target(check_port=False))
+    hardware = budget = None
+    if as_gpu:
+        hardware = gpus.detect()
+        if not hardware.gpus:
+            raise RefusedError(f"rehearse: --as-gpu {as_gpu} needs a GPU on this host; none seen")
+        budget = held_to(as_gpu, prof.gpu_memory_utilization, hardware.gpus[0])
+        prof = prof.model_copy(update={
+            "gpu_memory_utilization": budget.utilization,
+            "max_num_batched_tokens": prof.max_num_batched_tokens or budget.max_num_batched_tokens,
+            "max_num_seqs": prof.max_num_seqs or budget.max_num_seqs,
+        })  # fmt: skip
+    facts = gather(prof, Target(check_port=False), hardware=hardware)
     report = evaluate(facts)
     if (refusal := report.refusal()) is not None:
         raise RefusedError(f"rehearse: {refusal}")
@@ -143,6 +163,10 @@ def rehearse_cmd(
            "off_in_rehearsal": off,
            "predicted": prediction(report), "starts": [s.as_json() for s in starts],
            **results}  # fmt: skip
+    if budget is not None:
+        out["as_gpu"] = {"gpu": budget.target, "line": budget.line(),
+                         "budget_gib": round(budget.budget_bytes / GiB, 2),
+                         "utilization_here": budget.utilization}  # fmt: skip
     measured = starts[0].kv_cache_tokens
     predicted = out["predicted"]["kv_cache_tokens"]
     if measured and predicted:
@@ -168,6 +192,8 @@ def rehearse_cmd(
 
 def text_report(out: dict[str, Any]) -> str:
     lines = [f"rehearsal of {out['profile']} ({out['shape']}, dummy weights)"]
+    if "as_gpu" in out:
+        lines.append(f"  {out['as_gpu']['line']}")
     if out["off_in_rehearsal"]:
         off = ", ".join(out["off_in_rehearsal"])
         lines.append(f"  off (they need the model's own tokenizer): {off}")

@@ -176,3 +176,15 @@ def test_fp8_against_its_bf16_twin() -> None:
     within_bound("h100", bf16)
     within_bound("h100-fp8", fp8)
     assert fp8["starts"][0]["kv_cache_tokens"] > bf16["starts"][0]["kv_cache_tokens"]
+
+
+def test_h100_tp2_at_an_h100s_budget_on_bigger_gpus() -> None:
+    """h100-tp2 where the GPUs are bigger than an H100 (two H200s): held to the KV-cache budget it
+    has on two H100s (`--as-gpu H100`), the case where ~5 GiB per GPU decides whether it starts."""
+    h100 = gpus.planned("H100").gpus[0].total_bytes
+    if HARDWARE.count < 2 or HARDWARE.gpus[0].total_bytes <= h100:
+        pytest.skip("needs two GPUs bigger than an H100")
+    out = rehearse("h100-tp2", "--as-gpu", "H100", "--no-bench")
+    record("rehearse-h100-tp2-as-h100", out)
+    assert out["as_gpu"]["budget_gib"] == pytest.approx(72.85, abs=0.01)
+    within_bound("h100-tp2 at an H100's budget", out)
