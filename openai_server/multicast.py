@@ -88,13 +88,13 @@ def fuses_all_reduce(argv: list[str]) -> bool:
     where the last `--compilation-config` (argparse keeps the last) sets
     pass_config.fuse_allreduce_rms to false. The pass's workspace is memory the KV cache does not
     get (preflight/memory.py)."""
-    config: object = None
+    config: str | None = None
     for i, arg in enumerate(argv):
         if arg == "--compilation-config" and i + 1 < len(argv):
             config = argv[i + 1]
         elif arg.startswith("--compilation-config="):
             config = arg.split("=", 1)[1]
-    if not isinstance(config, str):
+    if config is None:
         return True
     try:
         parsed = json.loads(config)

@@ -100,6 +100,15 @@ def catalog_names() -> list[str]:
     return [short_name(e) for e in CATALOG]
 
 
+def catalog_gpu(name: str, said: str) -> Gpu:
+    """The catalog's GPU that NAME names; ProfileError naming `said` (the option as written) and
+    the known names when none does."""
+    entry = find(name)
+    if entry is None:
+        raise ProfileError(f"{said}: unknown GPU; known: {', '.join(catalog_names())}")
+    return Gpu(entry.names[0], int(entry.total_gib * GiB), entry.cc)
+
+
 def planned(spec: str) -> Hardware:
     """`--gpu NAME[:COUNT]` -> the planned hardware (no free-memory data)."""
     name, _, count_text = spec.partition(":")
@@ -109,10 +118,7 @@ def planned(spec: str) -> Hardware:
         count = 0
     if count < 1:
         raise ProfileError(f"--gpu {spec}: COUNT must be a positive integer (e.g. --gpu A100-80:2)")
-    entry = find(name)
-    if entry is None:
-        raise ProfileError(f"--gpu {spec}: unknown GPU; known: {', '.join(catalog_names())}")
-    gpu = Gpu(entry.names[0], int(entry.total_gib * GiB), entry.cc)
+    gpu = catalog_gpu(name, f"--gpu {spec}")
     return Hardware((gpu,) * count, f"--gpu {spec}")
 
 

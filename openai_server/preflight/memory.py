@@ -24,6 +24,7 @@ from .models import Shape
 
 MiB = 1024**2
 BLOCK_SIZE = 16  # vLLM's default KV block size on CUDA
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's, where a profile sets none
 
 BYTES_PER_ELEMENT = {
     "half": 2,

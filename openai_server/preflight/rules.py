@@ -304,7 +304,7 @@ def default_settings(facts: Facts) -> memory.Settings:
         dtype_bytes=dtype_bytes,
         kv_bytes=kv_bytes,
         quantization=p.quantization,
-        gpu_memory_utilization=p.gpu_memory_utilization or 0.9,
+        gpu_memory_utilization=p.gpu_memory_utilization or memory.DEFAULT_GPU_MEMORY_UTILIZATION,
         max_model_len=p.max_model_len or shape.max_positions,
         max_num_seqs=p.max_num_seqs or seqs,
         max_num_batched_tokens=p.max_num_batched_tokens or batched,
@@ -442,7 +442,8 @@ def evaluate(facts: Facts) -> Report:
     )
     check_parallel(facts, report)
     check_dtype(facts, report)
-    check_free_memory(facts, report, facts.profile.gpu_memory_utilization or 0.9)
+    utilization = facts.profile.gpu_memory_utilization or memory.DEFAULT_GPU_MEMORY_UTILIZATION
+    check_free_memory(facts, report, utilization)
     check_port(facts, report)
     check_memory(facts, report)
     return report

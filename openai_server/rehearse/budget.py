@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from ..errors import ProfileError
 from ..preflight import gpus
 from ..preflight.gpus import GiB
+from ..preflight.memory import DEFAULT_GPU_MEMORY_UTILIZATION
 from ..preflight.rules import batch_defaults
-
-DEFAULT_UTILIZATION = 0.9  # vLLM's
 
 
 @dataclass(frozen=True)
@@ -55,19 +54,16 @@ class Budget:
 
 def held_to(name: str, utilization: float | None, here: gpus.Gpu) -> Budget:
     """The utilization on `here` that gives the budget `utilization` has on the GPU `name`."""
-    entry = gpus.find(name)
-    if entry is None:
+    target = gpus.catalog_gpu(name, f"--as-gpu {name}")
+    if target.total_bytes >= here.total_bytes:
         raise ProfileError(
-            f"--as-gpu {name}: unknown GPU; known: {', '.join(gpus.catalog_names())}"
+            f"--as-gpu {name}: the {target.name} ({target.total_bytes / GiB:.2f} GiB) is not "
+            f"smaller than this {here.name} ({here.total_bytes / GiB:.2f} GiB); rehearse without "
+            "--as-gpu"
         )
-    target = int(entry.total_gib * GiB)
-    if target >= here.total_bytes:
-        raise ProfileError(
-            f"--as-gpu {name}: the {entry.names[0]} ({entry.total_gib:.2f} GiB) is not smaller "
-            f"than this {here.name} ({here.total_bytes / GiB:.2f} GiB); rehearse without --as-gpu"
-        )
-    util = utilization or DEFAULT_UTILIZATION
+    util = utilization or DEFAULT_GPU_MEMORY_UTILIZATION
     # rounded down to vLLM's 4 places in our output: never a byte more than the target would have
-    scaled = math.floor(util * target / here.total_bytes * 10_000) / 10_000
-    batched, seqs = batch_defaults(entry.names[0], target)
-    return Budget(entry.names[0], target, here.name, here.total_bytes, util, scaled, batched, seqs)
+    scaled = math.floor(util * target.total_bytes / here.total_bytes * 10_000) / 10_000
+    batched, seqs = batch_defaults(target.name, target.total_bytes)
+    return Budget(target.name, target.total_bytes, here.name, here.total_bytes, util, scaled,
+                  batched, seqs)  # fmt: skip
