@@ -18,7 +18,6 @@ from typing import Any
 import huggingface_hub
 import pytest
 from huggingface_hub import SpaceCard, SpaceHardware, SpaceStorage
-from huggingface_hub.utils import _http as hub_http
 from typer.testing import CliRunner
 
 from openai_server import loader
@@ -29,12 +28,11 @@ from openai_server.deploy.commands import IMAGE_VLLM, RENTED
 from openai_server.errors import RefusedError
 from openai_server.profile import Profile
 from tests.conftest import ecosystem_validator
+from tests.helpers.hub import httpx, intercepted
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "examples" / "deploy"
 GOLDEN_PROFILES = {"hf-space": ("phi3-t4", "l4"), "hf-endpoint": ("phi3-t4", "h100-tp2")}
-# huggingface_hub >= 1.0 builds its HTTP client with httpx (2.x: the httpx2 fork)
-httpx = getattr(hub_http, "httpx2", None) or hub_http.httpx
 
 
 @pytest.fixture
@@ -54,13 +52,8 @@ def hub() -> Iterator[list[Any]]:
             return httpx.Response(200, json=raw)
         return httpx.Response(200, json={"url": "https://huggingface.co/spaces/me/x"})
 
-    huggingface_hub.set_client_factory(
-        lambda: httpx.Client(transport=httpx.MockTransport(answer), follow_redirects=True)
-    )
-    try:
+    with intercepted(answer):
         yield sent
-    finally:
-        huggingface_hub.set_client_factory(hub_http.default_client_factory)
 
 
 def chosen(profile: Profile, target: str) -> Choice:

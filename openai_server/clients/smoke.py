@@ -68,9 +68,15 @@ class SmokeResult:
         return {"ok": True, **asdict(self)}
 
 
-def run(ep: Endpoint, model: str | None, timeout: float, http_client: Any = None) -> SmokeResult:
+def run(
+    ep: Endpoint, model: str | None, timeout: float, http_client: Any = None,
+    completions: bool = False,
+) -> SmokeResult:  # fmt: skip
     """List models, pick one, stream a chat completion; raise SmokeFailed on any failure.
 
+    `completions`: stream a plain /v1/completions instead (no chat template, no tool probe), for
+    a server whose chat path needs files it cannot have (a rehearsal of gpt-oss: its chat path
+    loads the harmony encoding, fetched from the network at the first chat request).
     `http_client` (an httpx or httpx2 Client, which the SDK both accepts) lets tests put a
     MockTransport under the SDK."""
     import openai
@@ -81,7 +87,9 @@ def run(ep: Endpoint, model: str | None, timeout: float, http_client: Any = None
     )  # fmt: skip
     with client:
         chosen = listed_model(client, ep, model, timeout)
-        result = _stream_chat(client, ep, chosen, timeout)
+        if completions:
+            return _stream(client, ep, chosen, timeout, chat=False)
+        result = _stream(client, ep, chosen, timeout, chat=True)
         accepted, note = tool_choice_auto(client, ep, chosen, timeout)
         return replace(result, tool_choice_auto=accepted, tool_choice_note=note)
 
@@ -127,34 +135,40 @@ def listed_model(client: openai.OpenAI, ep: Endpoint, model: str | None, timeout
         raise SmokeFailed("model missing", str(e)) from None
 
 
-def _stream_chat(client: openai.OpenAI, ep: Endpoint, model: str, timeout: float) -> SmokeResult:
+def _stream(
+    client: openai.OpenAI, ep: Endpoint, model: str, timeout: float, chat: bool
+) -> SmokeResult:
     chunks = 0
     finish = None
     usage = None
     first = last = 0.0
     start = time.perf_counter()
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    common: dict[str, Any] = {
+        "model": model, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
+        "stream_options": {"include_usage": True},
+    }  # fmt: skip
     try:
-        stream = client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": PROMPT}],
-            max_tokens=MAX_TOKENS,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+        if chat:
+            stream: Any = client.chat.completions.create(
+                messages=[{"role": "user", "content": PROMPT}], **common
+            )
+        else:
+            stream = client.completions.create(prompt=PROMPT, **common)
         with stream:
             for chunk in stream:
                 if chunk.usage is not None:
                     usage = chunk.usage
                 for choice in chunk.choices:
-                    if choice.delta.content:
+                    text = choice.delta.content if chat else choice.text
+                    if text:
                         last = time.perf_counter()
                         first = first or last
                         chunks += 1
                     if choice.finish_reason:
                         finish = choice.finish_reason
     except Exception as e:
-        raise classify(e, ep, "POST /v1/chat/completions", timeout) from None
+        raise classify(e, ep, f"POST {path}", timeout) from None
     if chunks < MIN_CONTENT_CHUNKS:
         raise SmokeFailed(
             "too few chunks",

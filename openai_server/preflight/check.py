@@ -32,6 +32,7 @@ class Target:
     vllm_version: str | None = None  # --vllm-version X
     python: str = ""  # interpreter that runs the server (its vLLM is the installed one)
     check_port: bool = True
+    hub: bool = False  # --hub: the Hub's safetensors headers for the weights (network)
 
 
 def flagset_for(target: Target) -> flags.FlagSet | None:
@@ -66,7 +67,7 @@ def gather(profile: Profile, target: Target, hardware: gpus.Hardware | None = No
     except ValueError as e:
         raise ProfileError(f"model: {e}") from None
     checks_port = target.check_port and not hardware.planned
-    shape = models.find(profile.model, revision=profile.revision)
+    shape = models.find(profile.model, revision=profile.revision, network=target.hub)
     found = None
     if hardware.gpus and flagset is not None and shape is not None:
         from ..settings import settings

@@ -32,6 +32,14 @@ def check_cmd(
         str | None, typer.Option(help="check flags against a shipped vLLM release (0.26, 0.32)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    hub: Annotated[
+        bool,
+        typer.Option(
+            "--hub",
+            help="count the weights from the Hub's safetensors headers where the checkpoint is "
+            "not on this host (network; HF_TOKEN for gated models)",
+        ),
+    ] = False,
     list_profiles: Annotated[
         bool,
         typer.Option("--list-profiles", help="which built-in profiles run on this host / --gpu"),
@@ -42,7 +50,7 @@ def check_cmd(
         print_host_fits(profiles_for_host(gpu, vllm_version=vllm_version), as_json)
         return
     resolved = loader.load(profile_ref(profile), sets=set_ or [])
-    target = Target(gpu=gpu, vllm_version=vllm_version, python=_python(resolved.profile))
+    target = Target(gpu=gpu, vllm_version=vllm_version, python=_python(resolved.profile), hub=hub)
     report = run(resolved.profile, target)
     if as_json:
         print(json.dumps(report.as_json(), indent=2))
@@ -213,7 +221,7 @@ def _print_report(report: Report) -> None:
             f"fit: weights {f.weights_bytes / GiB:.2f} GiB, KV cache "
             f"{max(0, f.available_kv_bytes) / GiB:.2f} GiB = {f.kv_cache_tokens:,} tokens "
             f"({f.kv_bytes_per_token // 1024} KiB/token), "
-            f"{f.max_concurrency(s.max_model_len):.2f} x max_model_len {s.max_model_len:,}",
+            f"{f.max_concurrency:.2f} x max_model_len {s.max_model_len:,}",
             highlight=False,
         )
 
@@ -222,5 +230,6 @@ def print_host_fits(fits: list[HostFit], as_json: bool) -> None:
     if as_json:
         print(json.dumps([f.as_json() for f in fits], indent=2))
         return
+    width = max((len(f.name) for f in fits), default=12)
     for f in fits:
-        print(f"{f.name:<12} {f.verdict:<28} {f.why}")
+        print(f"{f.name:<{width}} {f.verdict:<28} {f.why}")

@@ -17,13 +17,14 @@ is vLLM's own arithmetic.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from . import kvcache, quantization
 from .gpus import GiB
 from .models import Shape
 
 MiB = 1024**2
-BLOCK_SIZE = 16  # vLLM's default KV block size on CUDA
+BLOCK_SIZE = kvcache.BLOCK_SIZE
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's, where a profile sets none
 
 BYTES_PER_ELEMENT = {
@@ -36,21 +37,6 @@ BYTES_PER_ELEMENT = {
     "fp8_e4m3": 1,
     "fp8_e5m2": 1,
 }
-# Bits per weight of the linear layers for each quantization method; embeddings, lm_head and norms
-# stay in the activation dtype. Group-quantized 4-bit formats carry ~0.25 bit of scales/zeros.
-QUANT_BITS = {
-    "awq": 4.25,
-    "awq_marlin": 4.25,
-    "gptq": 4.25,
-    "gptq_marlin": 4.25,
-    "moe_wna16": 4.25,
-    "fp8": 8.0,
-    "modelopt": 8.0,
-    "experts_int8": 8.0,
-    "mxfp4": 4.25,
-    "modelopt_fp4": 4.5,
-}
-
 # ---- overhead model, fitted to vLLM 0.26.0's own DEBUG breakdown ("torch peak memory increase",
 # "non-torch forward increase memory", "Estimated CUDA graph memory") on an H200 (139.80 GiB):
 #   shape        batched seqs  eager  peak  non-torch  graphs  |  KV tokens (vLLM)
@@ -107,6 +93,15 @@ GRAPH_PER_GRAPH_BYTES = 4 * MiB
 # (v1/worker/gpu/model_runner.py, profile_cudagraph_memory returns 0; "0.0 GiB for CUDAGraph
 # memory" in the log). Seen on an H100: Llama, Qwen2, Mistral, Gemma 2. The Phi-3 runs on an
 # H200 took the V1 runner's estimate off, so an architecture not seen keeps it: the safe side.
+# (config/vllm.py, DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES: DeepSeek V3 is not among them)
+V2_RUNNER_MOE_ARCHITECTURES = {"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM",
+                               "GraniteMoeForCausalLM"}  # fmt: skip
+# Measured on an H200 with vLLM 0.26.0 (2026-12-02, dummy weights, utilization 0.90, 8192
+# batched tokens, 1024 sequences), vLLM's "Actual usage is ... GiB for peak activation":
+# Qwen3-30B-A3B 2.68 GiB (1024 x 151,936 logits: 18.5 bytes each), gpt-oss-20b 2.87 GiB
+# (1024 x 201,088: 15.0 bytes each); the larger is kept.
+SAMPLER_BYTES_PER_LOGIT = 18.5
+MOE_GRAPH_PER_GRAPH_LAYER_BYTES = int(0.15 * MiB)
 V2_RUNNER_ARCHITECTURES = {
     "LlamaForCausalLM",
     "Qwen2ForCausalLM",
@@ -133,6 +128,7 @@ class Settings:
     max_lora_rank: int = 16
     overhead_bytes: int = 0  # a measured correction (calibration.py) or a safety margin
     fused_all_reduce: bool = True  # vLLM's fused all-reduce + RMSNorm (multicast.fuses_all_reduce)
+    hybrid_kv_cache: bool = True  # vLLM's hybrid KV-cache manager (off on its CPU build)
 
 
 @dataclass(frozen=True)
@@ -145,49 +141,156 @@ class Fit:
     cuda_graph_bytes: int
     kv_bytes_per_token: int
     available_kv_bytes: int
-    kv_cache_tokens: int
+    kv_cache_tokens: int  # vLLM's "GPU KV cache size: N tokens"
     lora_bytes: int = 0
+    max_concurrency: float = 0.0  # vLLM's "Maximum concurrency for max_model_len tokens"
+    one_sequence_kv_bytes: int = 0  # what one max_model_len request needs: vLLM's start check
+    largest_model_len: int = 0  # the largest max_model_len one request can have
 
-    def max_concurrency(self, tokens_per_sequence: int) -> float:
-        return self.kv_cache_tokens / tokens_per_sequence if tokens_per_sequence else 0.0
+    @property
+    def fits_one_sequence(self) -> bool:
+        return 0 < self.one_sequence_kv_bytes <= self.available_kv_bytes
 
 
 def weights_bytes(shape: Shape, s: Settings) -> int:
-    """Weight bytes on one GPU (vLLM's "Model loading took X GiB")."""
-    embed_params = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)
-    linear_params = max(0, shape.params - embed_params)
-    bits = QUANT_BITS.get(s.quantization or "", s.dtype_bytes * 8.0)
-    total = linear_params * bits / 8 + embed_params * s.dtype_bytes
-    return int(total / (s.tensor_parallel_size * s.pipeline_parallel_size))
+    """Weight bytes on one GPU (vLLM's "Model loading took X GiB").
+
+    From the checkpoint's safetensors headers where they were read (exact), else from the
+    parameter counts by kind: linear layers and experts at the quantization's bits (the
+    checkpoint's own quantization_config, else the profile's method applied at load), embeddings,
+    LM head, routers and norms in the model's dtype. Tensor parallel splits all but routers and
+    norms; experts are split the same way under expert parallel.
+    """
+    split = s.tensor_parallel_size * s.pipeline_parallel_size
+    exact = shape.exact_weights
+    if exact is not None:
+        fp8 = s.quantization in quantization.AT_LOAD_BITS and shape.quant is None
+        loaded = exact.loaded_bytes(tie_word_embeddings=shape.tied_embeddings,
+                                    serve_vision=True, fp8_at_load=fp8)  # fmt: skip
+        return int((loaded + mla_copies(shape) * s.dtype_bytes) / split)
+    p = shape.param_counts()
+    d = s.dtype_bytes
+    q = shape.quant or quantization.at_load(s.quantization)
+    linear_bits = expert_bits = d * 8.0
+    if q is not None:
+        if not q.keeps("model.layers.0.self_attn.o_proj"):
+            linear_bits = q.linear_bits
+        if not q.keeps("model.layers.0.mlp.experts"):
+            expert_bits = q.expert_bits
+    parted = (p.linear * linear_bits / 8 + p.experts * expert_bits / 8
+              + (p.embedding + p.lm_head + p.vision + mla_copies(shape)) * d)  # fmt: skip
+    whole = p.replicated * d
+    tp = s.tensor_parallel_size
+    return int((parted / tp + whole) / s.pipeline_parallel_size)
+
+
+def mla_copies(shape: Shape) -> int:
+    """MLA keeps bf16 copies of its up-projection (W_UK_T, W_UV, split from kv_b_proj) beside
+    kv_b_proj itself (layers/attention/mla_attention.py, process_weights_after_loading)."""
+    m = shape.mla
+    if m is None:
+        return 0
+    return shape.layers * m.kv_lora_rank * shape.heads * (m.qk_nope_head_dim + m.v_head_dim)
+
+
+def kv_layers(shape: Shape, s: Settings) -> tuple[kvcache.Layers, ...]:
+    """The model's attention layers on one GPU, by kind, as vLLM specs their KV cache."""
+    pp = s.pipeline_parallel_size
+    if shape.mla is not None:  # one latent per layer, not split by tensor parallel
+        per = shape.mla.latent * s.kv_bytes
+        return (kvcache.Layers("mla", math.ceil(shape.layers / pp), per),)
+    kv_heads = max(1, shape.kv_heads // s.tensor_parallel_size)
+    per = 2 * kv_heads * shape.head_dim * s.kv_bytes
+    kinds = shape.kinds or ("full",) * shape.layers
+    # vLLM 0.26 turns its hybrid KV-cache manager off on CPU and for chunked local attention
+    # (Llama 4), and then sizes sliding layers as full ones (unify_hybrid_kv_cache_specs)
+    hybrid = s.hybrid_kv_cache and "chunked" not in kinds
+    sliding = sum(k == "sliding" for k in kinds) if hybrid else 0
+    full = len(kinds) - sliding - sum(k == "state" for k in kinds)
+    return (
+        kvcache.Layers("full", math.ceil(full / pp), per),
+        kvcache.Layers("sliding", math.ceil(sliding / pp), per, shape.window),
+    )
 
 
 def kv_bytes_per_token(shape: Shape, s: Settings) -> int:
-    """Per GPU: 2 (K and V) x layers x KV heads x head_dim x bytes (docs/vllm-facts.md).
+    """Per GPU, one token in every layer: 2 (K and V) x layers x KV heads x head_dim x bytes
+    (docs/vllm-facts.md), or MLA's latent per layer.
 
     Tensor parallelism splits the KV heads (replicating them when there are fewer heads than
     GPUs); pipeline parallelism splits the layers.
     """
-    kv_heads = max(1, shape.kv_heads // s.tensor_parallel_size)
-    layers = math.ceil(shape.layers / s.pipeline_parallel_size)
-    return 2 * layers * kv_heads * shape.head_dim * s.kv_bytes
+    return sum(k.count * k.bytes_per_token for k in kv_layers(shape, s))
+
+
+def in_flight_tokens(s: Settings) -> int:
+    """Tokens scheduled but not settled (VllmConfig.max_in_flight_tokens): async scheduling, on
+    by default, keeps two batches in flight; pipeline parallel one per stage, plus one."""
+    pp = s.pipeline_parallel_size
+    return (2 if pp == 1 else pp + 1) * s.max_num_batched_tokens
 
 
 def activation_bytes(shape: Shape, s: Settings) -> int:
-    """Transient peak of vLLM's profiling pass over max_num_batched_tokens tokens (fitted)."""
+    """Transient peak of vLLM's profiling pass (fitted): a forward pass over
+    max_num_batched_tokens tokens, then a sampler pass over max_num_seqs rows of logits.
+
+    The forward's peak grows with the MLP width a token passes through: a mixture-of-experts
+    layer sends it through `active` experts and the shared ones. The V1 model runner's sampler
+    pass (top-k and top-p over max_num_seqs x vocab fp32 logits: sorted values, int64 indices,
+    probabilities) is the larger peak for MoE models with large vocabularies; the V2 runner's
+    (Llama, Qwen2: the LM-head floor) is not.
+    """
     tokens = s.max_num_batched_tokens
-    inter = shape.intermediate / s.tensor_parallel_size
+    tp = s.tensor_parallel_size
+    if shape.moe is not None:
+        m = shape.moe
+        inter = (m.active * m.intermediate + m.shared_intermediate) / tp
+    else:
+        inter = shape.intermediate / tp
     per_token = ACT_PER_TOKEN_INTERMEDIATE * inter + ACT_PER_TOKEN_HIDDEN * shape.hidden
-    lm_head = shape.vocab * shape.hidden * s.dtype_bytes / s.tensor_parallel_size
-    return int(max(ACT_BASE_BYTES + tokens * per_token * 2, lm_head + LM_HEAD_EXTRA_BYTES))
+    lm_head = shape.vocab * shape.hidden * s.dtype_bytes / tp
+    forward = max(ACT_BASE_BYTES + tokens * per_token * 2, lm_head + LM_HEAD_EXTRA_BYTES)
+    if not v1_runner(shape):
+        return int(forward)
+    return int(max(forward, SAMPLER_BYTES_PER_LOGIT * s.max_num_seqs * shape.vocab))
+
+
+def v1_runner(shape: Shape) -> bool:
+    """Whether vLLM 0.26 runs this model on its V1 model runner, which takes a CUDA-graph
+    estimate off the KV budget and samples with more memory. Its source makes the V2 runner the
+    default for generative models that are not mixture-of-experts, and for the MoE ones it lists
+    (config/vllm.py: _is_default_v2_model_runner_model, DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES);
+    runs agree for Llama, Qwen2, Mistral and Gemma 2 (no estimate taken) and for Qwen3-MoE and
+    gpt-oss (taken). The Phi-3 runs took it, against the source: Phi-3 is kept on V1."""
+    if shape.moe is not None:
+        return shape.architecture not in V2_RUNNER_MOE_ARCHITECTURES
+    return shape.architecture.startswith("Phi3") or not shape.architecture
+
+
+def largest_capture(shape: Shape, s: Settings) -> int:
+    """vLLM's largest CUDA-graph batch: 2 x max_num_seqs up to 512 (config/vllm.py), 1024 for
+    gpt-oss (models/config.py raises it), never above max_num_batched_tokens."""
+    cap = 1024 if shape.architecture == "GptOssForCausalLM" else min(2 * s.max_num_seqs, 512)
+    return min(cap, s.max_num_batched_tokens)
 
 
 def cuda_graph_bytes(shape: Shape, s: Settings) -> int:
-    """vLLM's own CUDA-graph estimate that it takes from the KV budget (0 where it does not)."""
-    if s.enforce_eager or shape.architecture in V2_RUNNER_ARCHITECTURES:
+    """vLLM's own CUDA-graph estimate that it takes from the KV budget (0 where it does not).
+
+    Dense models: fitted to the Phi-3 runs (per graph, plus the first capture). Mixture-of-
+    experts models capture every batch size twice (FULL and PIECEWISE graphs) and their
+    estimate grows with the layers: 0.15 MiB per graph and layer (vLLM 0.26 on an H200:
+    Qwen3-30B-A3B 0.64 GiB for 2 x 51 graphs of 48 layers, gpt-oss-20b 0.58 GiB for 2 x 83 of
+    24; 0.131 and 0.146 MiB, the larger kept with a margin).
+    """
+    if s.enforce_eager or not v1_runner(shape):
         return 0
-    sizes = capture_sizes(min(2 * s.max_num_seqs, s.max_num_batched_tokens, 512))
+    sizes = capture_sizes(largest_capture(shape, s))
     if not sizes:
         return 0
+    if shape.moe is not None:
+        layers = math.ceil(shape.layers / s.pipeline_parallel_size)
+        return int(2 * len(sizes) * layers * MOE_GRAPH_PER_GRAPH_LAYER_BYTES)
     first = GRAPH_FIRST_BASE_BYTES + sizes[-1] * GRAPH_FIRST_PER_SIZE_BYTES
     return first + (len(sizes) - 1) * GRAPH_PER_GRAPH_BYTES
 
@@ -222,7 +325,6 @@ def fit(shape: Shape, s: Settings, total_bytes: int) -> Fit:
     weights = weights_bytes(shape, s)
     act = activation_bytes(shape, s)
     graphs = cuda_graph_bytes(shape, s)
-    per_token = kv_bytes_per_token(shape, s)
     non_torch = NON_TORCH_EAGER_BYTES if s.enforce_eager else NON_TORCH_BYTES
     if s.tensor_parallel_size * s.pipeline_parallel_size > 1:
         if s.fused_all_reduce:
@@ -232,7 +334,9 @@ def fit(shape: Shape, s: Settings, total_bytes: int) -> Fit:
     lora = lora_bytes(shape, s)
     non_torch += UNSEEN_BYTES
     available = requested - weights - lora - non_torch - act - graphs - s.overhead_bytes
-    blocks = max(0, available) // (per_token * BLOCK_SIZE)
+    lay = kvcache.layout(kv_layers(shape, s))
+    flight = in_flight_tokens(s)
+    cap = kvcache.capacity(lay, available, s.max_model_len, flight)
     return Fit(
         total_bytes=total_bytes,
         requested_bytes=requested,
@@ -240,21 +344,36 @@ def fit(shape: Shape, s: Settings, total_bytes: int) -> Fit:
         non_torch_bytes=non_torch,
         activation_bytes=act,
         cuda_graph_bytes=graphs,
-        kv_bytes_per_token=per_token,
+        kv_bytes_per_token=kv_bytes_per_token(shape, s),
         available_kv_bytes=available,
-        kv_cache_tokens=blocks * BLOCK_SIZE,
+        kv_cache_tokens=cap.tokens,
         lora_bytes=lora,
+        max_concurrency=cap.max_concurrency,
+        one_sequence_kv_bytes=kvcache.bytes_for(lay, s.max_model_len, flight),
+        largest_model_len=kvcache.largest_model_len(
+            lay, max(0, available), flight, max(s.max_model_len, shape.max_positions)
+        ),
     )
 
 
-def largest_max_model_len(f: Fit) -> int | None:
-    """The largest max_model_len one sequence can have in this KV cache; None if not one block.
+# vLLM's CPU attention takes KV blocks in multiples of 32 (v1/attention/backends/cpu_attn.py,
+# get_supported_kernel_block_sizes), so the platform picks 32 over the default 16
+CPU_BLOCK_SIZE = 32
 
-    vLLM's own estimate in its refusal (v1/core/kv_cache_utils.py, estimate_max_model_len) is
-    the largest length whose ceil(length / block_size) blocks fit the available KV memory, which
-    is every whole block: kv_cache_tokens. It gives no estimate when that is 0.
-    """
-    return f.kv_cache_tokens if f.kv_cache_tokens >= BLOCK_SIZE else None
+
+def cpu_kv_cache(shape: Shape, s: Settings, space_bytes: int) -> kvcache.Capacity:
+    """The KV cache of vLLM's CPU build where VLLM_CPU_KVCACHE_SPACE sizes it (GiB, as
+    kv_cache_memory_bytes: platforms/cpu.py): that many bytes, every layer full attention (the
+    hybrid KV-cache manager is off on CPU), one batch in flight (no async scheduling there)."""
+    lay = kvcache.layout(kv_layers(shape, replace(s, hybrid_kv_cache=False)), CPU_BLOCK_SIZE)
+    return kvcache.capacity(lay, space_bytes, s.max_model_len, s.max_num_batched_tokens,
+                            CPU_BLOCK_SIZE)  # fmt: skip
+
+
+def largest_max_model_len(f: Fit) -> int | None:
+    """The largest max_model_len one sequence can have in this KV cache; None if not one block
+    (vLLM's estimate_max_model_len: its binary search over what one request needs)."""
+    return f.largest_model_len if f.largest_model_len >= kvcache.BLOCK_SIZE else None
 
 
 def utilization_for(shape: Shape, s: Settings, total_bytes: int, tokens: int) -> float | None:

@@ -9,12 +9,18 @@ from the table when known (the real checkpoints' counts), else it is computed fr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import tiny
 from ..profile import BUILTIN_MODEL_PREFIX
+from . import architecture, table
+from .architecture import Mla, Moe, Params
+from .quantization import Quant
+
+if TYPE_CHECKING:  # the reader itself is imported only where a checkpoint lies at hand
+    from .checkpoint import Summary
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,28 @@ class Shape:
     source: str  # where the shape came from, shown by `serve check`
     tied_embeddings: bool = False
     architecture: str = ""
+    # Read from config.json where the family has them; a table entry built by _shape() is a
+    # dense, full-attention model whose weights follow from `params`.
+    counts: Params | None = None
+    moe: Moe | None = None
+    mla: Mla | None = None
+    kinds: tuple[str, ...] = ()  # each layer's attention kind (architecture.layer_kinds); ()=full
+    window: int = 0  # the sliding window of the "sliding" layers
+    quant: Quant | None = None  # the checkpoint's own quantization_config
+    weights_source: str = ""  # where the weight figure comes from, said by `serve check`
+    exact_weights: Summary | None = None  # the safetensors headers' bytes, where read
+
+    @property
+    def state_space(self) -> bool:
+        return "state" in self.kinds
+
+    def param_counts(self) -> Params:
+        """The counts, or a dense model's from its total (the checkpoint's own count)."""
+        if self.counts is not None:
+            return self.counts
+        embedding = self.vocab * self.hidden
+        lm_head = 0 if self.tied_embeddings else embedding
+        return Params(embedding, lm_head, max(0, self.params - embedding - lm_head), 0, 0)
 
 
 def _shape(
@@ -183,17 +211,31 @@ BUILTIN: dict[str, Shape] = {
 def _lookup_key(model: str) -> str:
     key = model.lower()
     # base (non-instruct) checkpoints have the same shape as their instruct versions
-    if key in BUILTIN:
+    if key in BUILTIN or key in table.CONFIGS:
         return key
     for suffix in ("-instruct", "-it"):
-        if key + suffix in BUILTIN:
+        if key + suffix in BUILTIN or key + suffix in table.CONFIGS:
             return key + suffix
     return key
 
 
+def table_config(model: str) -> dict[str, Any] | None:
+    """The table's config.json values for a Hugging Face id (families read per architecture)."""
+    found = table.CONFIGS.get(_lookup_key(model))
+    return dict(found) if found is not None else None
+
+
 def in_table(model: str) -> Shape | None:
     """The shape table's entry for a Hugging Face id (base checkpoints as their instruct twins)."""
-    return BUILTIN.get(_lookup_key(model))
+    key = _lookup_key(model)
+    if key in BUILTIN:
+        return BUILTIN[key]
+    config = table.CONFIGS.get(key)
+    if config is None:
+        return None
+    # counted from the config (table.PARAMS are the model cards' rounded totals: a check only)
+    shape = from_config(dict(config), "built-in table")
+    return replace(shape, weights_source="built-in table (the checkpoint's config.json values)")
 
 
 def hf_cache_config(
@@ -245,34 +287,45 @@ def _newest_snapshot_config(repo: Path) -> Path | None:
 
 
 def from_config(config: dict[str, Any], source: str, params: int | None = None) -> Shape:
-    """Shape from a Hugging Face config.json mapping (text configs of multimodal models too)."""
-    c = config.get("text_config") or config
+    """Shape from a Hugging Face config.json mapping (text configs of multimodal models too).
+
+    `params`: the checkpoint's own parameter count where known (the table's); it replaces the
+    dense linear count computed from config.json, which misses biases and odd layers.
+    """
+    c = architecture.text_config(config)
     hidden = int(c["hidden_size"])
     heads = int(c["num_attention_heads"])
     kv_heads = int(c.get("num_key_value_heads") or heads)
     head_dim = int(c.get("head_dim") or hidden // heads)
     layers = int(c["num_hidden_layers"])
-    inter = int(c.get("intermediate_size") or 4 * hidden)
-    vocab = int(c.get("vocab_size") or config.get("vocab_size") or 32000)
-    tied = bool(c.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
-    if params is None:
-        attn = hidden * head_dim * (2 * heads + 2 * kv_heads)
-        mlp = 3 * hidden * inter  # gated MLP (gate, up, down): every family in our table
-        per_layer = attn + mlp + 2 * hidden
-        params = layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
+    moe = architecture.moe_of(c, layers)
+    mla = architecture.mla_of(c)
+    counts = architecture.params_of(config, c, layers, hidden, heads, kv_heads, head_dim, moe, mla)
+    if params is not None and moe is None and mla is None:
+        others = counts.total - counts.linear
+        counts = replace(counts, linear=max(0, params - others))
+    kinds = tuple(architecture.layer_kinds(config, c, layers))
+    window = int(c.get("sliding_window") or 0) if "sliding" in kinds else 0
     return Shape(
         layers=layers,
         hidden=hidden,
         heads=heads,
         kv_heads=kv_heads,
         head_dim=head_dim,
-        intermediate=inter,
-        vocab=vocab,
+        intermediate=int(c.get("intermediate_size") or 4 * hidden),
+        vocab=counts.embedding // hidden,
         max_positions=int(c.get("max_position_embeddings") or 2048),
-        params=params,
+        params=params if params is not None else counts.total,
         source=source,
-        tied_embeddings=tied,
+        tied_embeddings=counts.lm_head == 0,
         architecture=str((config.get("architectures") or [""])[0]),
+        counts=counts,
+        moe=moe,
+        mla=mla,
+        kinds=() if set(kinds) == {"full"} else kinds,
+        window=window,
+        quant=architecture.quant_of(config),
+        weights_source="config.json",
     )
 
 
@@ -290,20 +343,59 @@ def tiny_shape() -> Shape:
 
 
 def find(
-    model: str, *, revision: str | None = None, cache_dir: str | Path | None = None
+    model: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    network: bool = False,
 ) -> Shape | None:
-    """The shape of `model` (local dir, HF cache at `revision`, built-in table), or None."""
+    """The shape of `model` (local dir, HF cache at `revision`, built-in table), or None.
+
+    `network`: where the checkpoint is not on this host, its weights are counted from the Hub's
+    safetensors headers (HTTP range requests; `serve check --hub`)."""
+    shape = _find(model, revision, cache_dir)
+    if shape is None or not network or shape.exact_weights is not None:
+        return shape
+    from . import checkpoint
+
+    try:
+        found = checkpoint.from_hub(model, revision, shape.layers)
+    except checkpoint.Unreadable as e:  # not counted: said, and the config's count stands
+        return replace(shape, weights_source=f"{shape.weights_source or shape.source} ({e})")
+    if found is None:
+        return shape
+    return replace(shape, exact_weights=found, weights_source=found.source)
+
+
+def _find(model: str, revision: str | None, cache_dir: str | Path | None) -> Shape | None:
     if model.startswith(BUILTIN_MODEL_PREFIX):
         return tiny_shape()
     local = Path(model).expanduser()
     config_path = (
         local / "config.json" if local.is_dir() else hf_cache_config(model, revision, cache_dir)
     )
-    known = BUILTIN.get(_lookup_key(model))
+    known = in_table(model)
     if config_path is not None and config_path.is_file():
         try:
             config = json.loads(config_path.read_text())
-            return from_config(config, str(config_path), known.params if known else None)
+            shape = from_config(config, str(config_path), known.params if known else None)
         except (OSError, ValueError, KeyError, TypeError):
-            pass  # an unreadable config falls back to the table
+            return known  # an unreadable config falls back to the table
+        return with_checkpoint(shape, model, revision, cache_dir, config_path)
     return known
+
+
+def with_checkpoint(
+    shape: Shape, model: str, revision: str | None, cache_dir: str | Path | None, config: Path
+) -> Shape:
+    """The shape with the exact bytes of its safetensors, where they lie beside its config.json
+    (a local directory, or the same Hugging Face cache snapshot)."""
+    from . import checkpoint
+
+    try:
+        found = checkpoint.from_directory(config.parent, shape.layers)
+    except (OSError, ValueError):
+        found = None  # a corrupt or partial checkpoint: counted from config.json instead
+    if found is None:
+        return shape
+    return replace(shape, exact_weights=found, weights_source=found.source)

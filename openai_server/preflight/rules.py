@@ -89,9 +89,7 @@ class Report:
             "ok": not self.refused,
             "checks": [c.__dict__ for c in self.checks],
             "kv_cache_tokens": f.kv_cache_tokens if f else None,
-            "max_concurrency_at_max_model_len": (
-                round(f.max_concurrency(s.max_model_len), 2) if f and s else None
-            ),
+            "max_concurrency_at_max_model_len": (round(f.max_concurrency, 2) if f else None),
             "weights_bytes": f.weights_bytes if f else None,
             "kv_bytes_per_token": f.kv_bytes_per_token if f else None,
             "available_kv_bytes": f.available_kv_bytes if f else None,
@@ -328,6 +326,28 @@ def all_reduce_note(s: memory.Settings) -> str:
     return "; vLLM's fused all-reduce is off in this command (no workspace counted)"
 
 
+def counted(shape: Shape) -> str:
+    """What the memory model counted, in one line: experts, attention kinds, quantization, and
+    where the weight figure comes from."""
+    parts = [f"{shape.architecture or 'model'}: {shape.layers} layers"]
+    if shape.moe:
+        parts.append(shape.moe.describe())
+    kinds = shape.kinds or ("full",) * shape.layers
+    if shape.mla:
+        attention = f"MLA latent {shape.mla.latent} per layer"
+    else:
+        attention = f"{shape.kv_heads} KV heads x {shape.head_dim}"
+    for kind in ("full", "sliding", "chunked", "state"):
+        n = sum(k == kind for k in kinds)
+        if n:
+            window = f" (window {shape.window})" if kind == "sliding" else ""
+            attention += f"; {n} {kind}{window}"
+    parts.append(f"attention {attention}")
+    parts.append(f"quantization {shape.quant.detail}" if shape.quant else "not quantized")
+    parts.append(f"weights from {shape.weights_source or shape.source}")
+    return ", ".join(parts)
+
+
 def check_memory(facts: Facts, report: Report) -> None:
     shape = facts.shape
     if shape is None:
@@ -337,6 +357,16 @@ def check_memory(facts: Facts, report: Report) -> None:
             f"model shape of {facts.profile.model!r} unknown (no config.json locally, not in the "
             "built-in table): memory not checked",
             "point `model` at a local directory with config.json, or download it first",
+        )
+        return
+    report.add("model", "ok", counted(shape))
+    if shape.state_space:
+        report.add(
+            "memory fit",
+            "refused",
+            f"{shape.architecture or facts.profile.model} has state-space or linear-attention "
+            "layers (Mamba, GatedDeltaNet): serve check does not model their per-request state",
+            "`serve rehearse` measures the fit on the GPU",
         )
         return
     s = default_settings(facts)
@@ -375,7 +405,7 @@ def check_memory(facts: Facts, report: Report) -> None:
         "ok",
         f"{_gib(f.weights_bytes)} per GPU ({shape.params / 1e9:.2f}B params, {shape.source}){lora}",
     )
-    if f.kv_cache_tokens < s.max_model_len:
+    if not f.fits_one_sequence:
         fits = memory.largest_max_model_len(memory.fit(shape, safe, gpu.total_bytes))
         util = memory.utilization_for(shape, safe, gpu.total_bytes, s.max_model_len)
         report.suggested_max_model_len = fits
@@ -398,7 +428,7 @@ def check_memory(facts: Facts, report: Report) -> None:
         "memory fit",
         "ok",
         f"KV cache {_gib(f.available_kv_bytes)} = {f.kv_cache_tokens:,} tokens; "
-        f"{f.max_concurrency(s.max_model_len):.1f} sequences of max_model_len at once"
+        f"{f.max_concurrency:.1f} sequences of max_model_len at once"
         f"{calibrated}{all_reduce_note(s)}",
     )
     typical = min(TYPICAL_SEQUENCE_TOKENS, s.max_model_len)

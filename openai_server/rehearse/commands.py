@@ -21,7 +21,7 @@ import typer
 from .. import loader
 from ..cli_common import ProfileOpt, SetOpt, profile_ref
 from ..errors import RefusedError
-from ..preflight import calibration, gpus, memory
+from ..preflight import calibration, gpus, memory, models
 from ..preflight.check import Target, gather
 from ..preflight.gpus import GiB
 from ..preflight.rules import Report, evaluate
@@ -43,21 +43,31 @@ TOKENIZER_BOUND = {"enable_auto_tool_choice": None, "tool_call_parser": None,
 def rehearsal_profile(profile: Profile, model_dir: Path, port: int) -> Profile:
     """The profile as it runs on the shape: same settings, dummy weights, the same served id."""
     return profile.model_copy(update={
-        "model": str(model_dir), "load_format": "dummy", "served_model_name": profile.model_id,
+        "model": str(model_dir), "load_format": "dummy", "served_model_name": served_name(profile),
         "tokenizer": None, "revision": None, "port": port, "restart": "never",
         **TOKENIZER_BOUND,
     })  # fmt: skip
 
 
+def served_name(profile: Profile) -> str:
+    """The id the rehearsal serves: the profile's, or a local directory's name (a path is not a
+    model id vLLM's served_model_name takes)."""
+    served = profile.model_id
+    if served.startswith(("/", ".", "~")):
+        served = Path(served).expanduser().resolve().name
+    return served
+
+
 def bench(base_url: str, model: str, api_key: str | None, prompts: int,
-          concurrency: int) -> dict[str, Any]:  # fmt: skip
+          concurrency: int, plain: bool = False) -> dict[str, Any]:  # fmt: skip
     """Output tokens/s, TTFT and TPOT at one stream and at `concurrency` (fixed lengths)."""
     from ..clients import bench as bench_mod
     from ..clients.endpoint import Endpoint
 
     cfg = bench_mod.BenchConfig(ep=Endpoint(base_url, api_key), model=model,
                                 random_input_len=PROMPT_TOKENS, random_output_len=OUTPUT_TOKENS,
-                                ignore_eos=True)  # fmt: skip
+                                ignore_eos=True,
+                                endpoint="completions" if plain else "chat")  # fmt: skip
     out = {}
     for level, n in ((1, max(2, prompts // 8)), (concurrency, prompts)):
         (r,) = bench_mod.run(replace(cfg, num_prompts=n, max_concurrency=level))
@@ -84,10 +94,33 @@ def prediction(report: Report) -> dict[str, Any]:
         "gpus_per_replica": s.tensor_parallel_size * s.pipeline_parallel_size if s else None,
         "fused_all_reduce": s.fused_all_reduce if s and s.tensor_parallel_size > 1 else None,
         "kv_cache_tokens": f.kv_cache_tokens if f else None,
+        "max_concurrency": round(f.max_concurrency, 2) if f else None,
         "available_kv_gib": round(f.available_kv_bytes / GiB, 3) if f else None,
         "breakdown_gib": {k: round(v / GiB, 3) for k, v in terms.items()},
         "calibrated": next((c.reason for c in report.checks if "calibrated" in c.reason), ""),
     }
+
+
+def cpu_prediction(prof: Profile, shape: models.Shape | None) -> dict[str, Any] | None:
+    """vLLM's CPU KV cache, predicted where VLLM_CPU_KVCACHE_SPACE sizes it (GiB); None where
+    vLLM sizes it from the memory free at start, which no prediction can know."""
+    space = (prof.env or {}).get("VLLM_CPU_KVCACHE_SPACE") or os.environ.get(
+        "VLLM_CPU_KVCACHE_SPACE"
+    )
+    if shape is None or not str(space or "").strip().isdigit():
+        return None
+    dtype = memory.BYTES_PER_ELEMENT.get(prof.dtype or "auto", 2)
+    kv = prof.kv_cache_dtype or "auto"
+    s = memory.Settings(
+        dtype_bytes=dtype, kv_bytes=dtype if kv == "auto" else memory.BYTES_PER_ELEMENT[kv],
+        quantization=prof.quantization, gpu_memory_utilization=1.0,
+        max_model_len=prof.max_model_len or shape.max_positions,
+        max_num_seqs=prof.max_num_seqs or 256, max_num_batched_tokens=prof.max_num_batched_tokens
+        or 4096, enforce_eager=True, hybrid_kv_cache=False,
+    )  # fmt: skip
+    cap = memory.cpu_kv_cache(shape, s, int(str(space).strip()) * GiB)
+    return {"kv_cache_tokens": cap.tokens, "max_concurrency": round(cap.max_concurrency, 2),
+            "available_kv_gib": float(str(space).strip()), "device": "CPU"}  # fmt: skip
 
 
 def rehearse_cmd(
@@ -132,6 +165,7 @@ def rehearse_cmd(
     model_dir, source = shape.build(prof)
     api_key = os.environ.get(prof.api_key_env) if prof.api_key_env else None
     concurrency = min(prof.max_num_seqs or MAX_CONCURRENCY, MAX_CONCURRENCY)
+    plain = shape.completions_only(facts.shape)
     results: dict[str, Any] = {}
     starts: list[Start] = []
     with tempfile.TemporaryDirectory(prefix="serve-rehearse-") as tmp:
@@ -148,20 +182,29 @@ def rehearse_cmd(
                 from ..clients import smoke
                 from ..clients.endpoint import Endpoint
 
-                results["smoke"] = smoke.run(Endpoint(url, api_key), prof.model_id, 120).line()
-                if run_bench and cold:
-                    results["bench"] = bench(url, prof.model_id, api_key, bench_prompts,
-                                             concurrency)  # fmt: skip
+                # A failed smoke or bench does not lose what the start measured: the report is
+                # printed with the failure last, then the command fails.
+                try:
+                    results["smoke"] = smoke.run(Endpoint(url, api_key), served_name(prof), 120,
+                                                 completions=plain).line()  # fmt: skip
+                    if run_bench and cold:
+                        results["bench"] = bench(url, served_name(prof), api_key, bench_prompts,
+                                                 concurrency, plain)  # fmt: skip
+                except Exception as e:  # any client failure: the report first, then the failure
+                    results["failure"] = str(e).splitlines()[0] if str(e) else type(e).__name__
 
             start = one_start(path, workdir, cold=cold, ready_timeout=ready_timeout,
                               while_ready=during)  # fmt: skip
             starts.append(start)
-            if start.failure:
-                raise RehearsalFailed(f"rehearse: {start.failure}")
+            if start.failure or "failure" in results:
+                results.setdefault("failure", start.failure)
+                break
     off = [k for k in TOKENIZER_BOUND if getattr(prof, k) is not None]
     out = {"profile": prof.model_id, "shape": source, "model_dir": str(model_dir),
            "off_in_rehearsal": off,
-           "predicted": prediction(report), "starts": [s.as_json() for s in starts],
+           "predicted": prediction(report) if report.fit else
+           (cpu_prediction(prof, facts.shape) or prediction(report)),
+           "starts": [s.as_json() for s in starts],
            **results}  # fmt: skip
     if budget is not None:
         out["as_gpu"] = {"gpu": budget.target, "line": budget.line(),
@@ -187,7 +230,9 @@ def rehearse_cmd(
         out["calibration"] = {"overhead_gib": round(overhead / GiB, 3),
                               "stored_overhead_gib": round(stored.overhead_bytes / GiB, 3),
                               "runs": stored.runs}  # fmt: skip
-    print(json.dumps(out, indent=2) if as_json else text_report(out))
+    print(json.dumps(out, indent=2) if as_json else text_report(out), flush=True)
+    if out.get("failure"):
+        raise RehearsalFailed(f"rehearse: {out['failure']}")
 
 
 def text_report(out: dict[str, Any]) -> str:
@@ -199,9 +244,9 @@ def text_report(out: dict[str, Any]) -> str:
         lines.append(f"  off (they need the model's own tokenizer): {off}")
     pred, starts = out["predicted"], out["starts"]
     kv = starts[0]["kv_cache_tokens"]
-    if pred["kv_cache_tokens"] is not None:
+    if pred["kv_cache_tokens"] is not None and kv is not None:
         err = out.get("kv_error_percent")
-        note = f" {pred['calibrated']}" if pred["calibrated"] else ""
+        note = f" {pred['calibrated']}" if pred.get("calibrated") else ""
         lines.append(f"  KV cache: predicted {pred['kv_cache_tokens']:,} tokens, vLLM {kv:,} "
                      f"({err:+.2f}%){note}")  # fmt: skip
     elif kv is not None:
@@ -213,11 +258,17 @@ def text_report(out: dict[str, Any]) -> str:
         unseen = memory.UNSEEN_BYTES / GiB
         lines.append(f"  before the KV cache, GiB per GPU (predicted/vLLM): {split} "
                      f"(predicted non-torch includes {unseen:.2f} unseen)")  # fmt: skip
+    if starts[0].get("max_concurrency") is not None:
+        theirs_c = starts[0]["max_concurrency"]
+        lines.append(f"  maximum concurrency at max_model_len: predicted "
+                     f"{pred.get('max_concurrency')}, vLLM {theirs_c}")  # fmt: skip
     for s in starts:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in s["phases"].items())
         how = COMPILED.get(s.get("compiled"), "")
-        lines.append(f"  {'cold' if s['cold'] else 'warm'} start{how}: ready in "
-                     f"{s['seconds_to_ready']:.1f} s ({phases}); stop {s['stop_seconds']:.1f} s, "
+        ready = s["seconds_to_ready"]
+        ready_text = f"ready in {ready:.1f} s" if ready is not None else "not ready"
+        lines.append(f"  {'cold' if s['cold'] else 'warm'} start{how}: {ready_text} "
+                     f"({phases}); stop {s['stop_seconds']:.1f} s, "
                      f"exit {s['exit_code']}")  # fmt: skip
     if "smoke" in out:
         lines.append(f"  smoke: {out['smoke']}")
@@ -229,4 +280,6 @@ def text_report(out: dict[str, Any]) -> str:
         c = out["calibration"]
         lines.append(f"  calibration stored: overhead {c['overhead_gib']} GiB per GPU "
                      f"(kept: {c['stored_overhead_gib']} GiB over {c['runs']} run(s))")  # fmt: skip
+    if out.get("failure"):
+        lines.append(f"  FAILED: {out['failure']}")
     return "\n".join(lines)

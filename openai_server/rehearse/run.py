@@ -40,6 +40,8 @@ BREAKDOWN = re.compile(
     rf"non-torch memory, and {_N} GiB for CUDAGraph memory"
 )
 BREAKDOWN_KEYS = ("weights", "activation", "non_torch", "cuda_graphs")
+# "Maximum concurrency for 4,096 tokens per request: 41.25x" (v1/core/kv_cache_utils.py)
+CONCURRENCY = re.compile(r"Maximum concurrency for [0-9,]+ tokens per request: ([0-9.]+)x")
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Start:
     # (~/.cache/vllm), which with tensor parallel left 0.58 GiB more per GPU for the KV cache
     # (preflight/memory.py predicts the compiling start); None: vLLM said neither (eager)
     compiled: bool | None = None
+    max_concurrency: float | None = None  # vLLM's, at max_model_len
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -207,6 +210,8 @@ def one_start(profile_file: Path, workdir: Path, *, cold: bool, ready_timeout: f
         start.vllm_memory_lines = memory_lines(text)
         start.vllm_breakdown_gib = breakdown(text)
         start.compiled = compiled(text)
+        if m := CONCURRENCY.search(text):
+            start.max_concurrency = float(m.group(1))
     if start.seconds_to_ready is None:
         start.failure = launcher.failure()
     elif code not in (ExitCode.TERMINATED, ExitCode.OK):

@@ -43,6 +43,9 @@ def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
         return json.loads(path.read_text()), str(path)
     fix = (f"fix: `hf download {profile.model} config.json` (a few KB), or point model at a "
            "directory with it")  # fmt: skip
+    listed = models.table_config(profile.model)
+    if listed is not None:
+        return text_only(listed), "serve's shape table (the checkpoint's config.json values)"
     shape = models.in_table(profile.model)
     if shape is not None and profile.quantization not in {None, *QUANTIZED_AT_LOAD}:
         raise RefusedError(
@@ -60,6 +63,33 @@ def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
             f"Hugging Face cache, and not in serve's table; {fix}"
         )
     return table_config(shape), "serve's shape table"
+
+
+# Multimodal table entries are rehearsed as their text model: the dummy checkpoint has no image
+# processor, and the vision encoder (counted by `serve check`) is a small, fixed part of the memory.
+TEXT_MODELS = {
+    "Gemma3ForConditionalGeneration": ("Gemma3ForCausalLM", "gemma3_text"),
+    "Llama4ForConditionalGeneration": ("Llama4ForCausalLM", "llama4_text"),
+    "Mistral3ForConditionalGeneration": ("MistralForCausalLM", "mistral"),
+}
+# Architectures whose chat path needs files a rehearsal cannot have: gpt-oss renders chats with
+# the harmony encoding, which vLLM fetches at the first chat request ("error downloading or
+# loading vocab file" offline); a rehearsal smokes and benches them through /v1/completions.
+COMPLETIONS_ONLY = {"GptOssForCausalLM"}
+
+
+def completions_only(shape: models.Shape | None) -> bool:
+    return shape is not None and shape.architecture in COMPLETIONS_ONLY
+
+
+def text_only(config: dict[str, Any]) -> dict[str, Any]:
+    """A table entry's config.json as vLLM loads it in a rehearsal, ids within the tokenizer's."""
+    arch = str((config.get("architectures") or [""])[0])
+    if arch in TEXT_MODELS and isinstance(config.get("text_config"), dict):
+        name, model_type = TEXT_MODELS[arch]
+        config = {**config["text_config"], "architectures": [name], "model_type": model_type}
+    return {**config, "torch_dtype": config.get("torch_dtype") or "bfloat16",
+            "bos_token_id": 0, "eos_token_id": 4, "pad_token_id": None}  # fmt: skip
 
 
 def table_config(shape: models.Shape) -> dict[str, Any]:
