@@ -19,6 +19,7 @@ from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
 from .clients import commands as clients_commands
 from .deploy import commands as deploy_commands
 from .errors import NotReady, RefusedError, ServeError
+from .launch.options import Timing
 from .multicast import all_reduce
 from .preflight import commands as preflight_commands
 from .profile import BUILTIN_MODEL_PREFIX, Profile
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
     from .launch.options import LaunchOptions
     from .launch.reporter import Reporter
+
+DEFAULTS = Timing()  # the launcher's timing defaults, defined once (launch/options.py)
 
 app = typer.Typer(
     add_completion=False,
@@ -83,7 +86,10 @@ def _explain(resolved: loader.Resolved, entry: render.Entry) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("key", "value", "from", box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", max_width=60, overflow="fold")  # a long description wraps
+    table.add_column("from")
     values = resolved.profile.model_dump()
     for key in Profile.model_fields:
         value = values[key]
@@ -95,7 +101,9 @@ def _explain(resolved: loader.Resolved, entry: render.Entry) -> None:
                     continue
                 table.add_row(f"{key}.{sub}", repr(subvalue), resolved.source_of(f"{key}.{sub}"))
             continue
-        shown = "(vLLM default)" if value is None else repr(value)
+        # a key that is not a vLLM flag (extends, nodes, nvlink_multicast...) has no vLLM default
+        unset = "(unset)" if key in render.NOT_FLAGS else "(vLLM default)"
+        shown = unset if value is None else repr(value)
         table.add_row(key, shown, resolved.source_of(key))
     table.add_row("entry point", " ".join(["-m", entry.module, *entry.subcommand]), entry.why)
     reduce = all_reduce(resolved.profile, os.environ)
@@ -195,14 +203,14 @@ def launch_cmd(
     server: ServerOpt = None,
     ready_timeout: Annotated[
         float, typer.Option(help="seconds to wait for ready before killing the group")
-    ] = 1800.0,
+    ] = DEFAULTS.ready_timeout,
     stall_timeout: Annotated[
         float,
         typer.Option(help="start-up is hung after this long with no output, phase or CPU (0: off)"),
-    ] = 300.0,
+    ] = DEFAULTS.stall_timeout,
     grace: Annotated[
         float, typer.Option(help="seconds between SIGTERM and SIGKILL when stopping")
-    ] = 30.0,
+    ] = DEFAULTS.grace,
     ready_file: Annotated[
         Path | None, typer.Option(help="written when ready (removed on exit)")
     ] = None,
@@ -216,13 +224,15 @@ def launch_cmd(
     log_file: Annotated[
         Path | None, typer.Option(help="append the server's raw output to this file")
     ] = None,
-    health_interval: Annotated[float, typer.Option(help="seconds between /health checks")] = 5.0,
+    health_interval: Annotated[
+        float, typer.Option(help="seconds between /health checks")
+    ] = DEFAULTS.health_interval,
     deep_probe_interval: Annotated[
         float, typer.Option(help="seconds between one-token liveness completions (0: off)")
-    ] = 0.0,
+    ] = DEFAULTS.deep_probe_interval,
     deep_probe_timeout: Annotated[
         float, typer.Option(help="a deep probe slower than this means the engine hangs")
-    ] = 30.0,
+    ] = DEFAULTS.deep_probe_timeout,
     restart_limit: Annotated[
         int, typer.Option(help="give up after this many restarts within 10 minutes")
     ] = 5,
@@ -255,7 +265,7 @@ def launch_cmd(
     Over several nodes: the same command on every node with its --node-rank and --head-address;
     node 0 waits until all have joined, then serves."""
     from . import tiny
-    from .launch.options import LaunchOptions, Timing
+    from .launch.entry import options_for
     from .launch.reporter import Reporter
     from .launch.supervisor import run
     from .preflight.flags import target_vllm
@@ -270,7 +280,7 @@ def launch_cmd(
             preflight_commands.before_node(
                 prof, rank=node_rank, control_port=control_port, hardware=hardware
             )
-    opts = LaunchOptions.for_profile(
+    opts = options_for(
         prof,
         os.environ,
         timing=Timing(

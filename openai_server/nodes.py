@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from .launch.command import Command
+from .command import Command
 from .launch.node import NodeSpec
 from .profile import Profile
 from .render import CLI_MODULE, render

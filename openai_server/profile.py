@@ -106,7 +106,7 @@ class Sampling(Strict):
 
 
 class Profile(Strict):
-    """A serve profile. See README.md, 'Profiles'."""
+    """A serve profile. See docs/profiles.md."""
 
     description: Text = Field("", description="one line shown by `serve profiles`")
     extends: Arg | None = Field(
@@ -144,7 +144,7 @@ class Profile(Strict):
         "multicast, true lets vLLM choose; default: false where NCCL_NVLS_ENABLE=0, "
         "TORCH_SYMM_MEM_DISABLE_MULTICAST=1 or NVSHMEM_DISABLE_NVLS=1 is set (multicast.py)",
     )
-    # --- several nodes (README: "Multi-node"): the per-node plan, checked by _parallel_plan ---
+    # --- several nodes (docs/multinode.md): the per-node plan, checked by _parallel_plan ---
     nodes: int | None = Field(
         None, ge=1, le=256, description="serve's own: the hosts one server spans; default 1"
     )
@@ -205,7 +205,7 @@ class Profile(Strict):
         "defaults, or a directory holding a generation_config.json",
     )
 
-    # --- features users configure most (README: "Tool calling, reasoning, LoRA") ---
+    # --- features users configure most (docs/profiles.md: "Tool calling, reasoning, LoRA") ---
     enable_auto_tool_choice: bool | None = Field(
         None, description="the model may call tools on its own (tool_choice: auto); needs "
         "tool_call_parser",

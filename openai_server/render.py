@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import tiny
+from . import flagnames, tiny
+from .command import Command
 from .errors import ProfileError
-from .launch.command import Command
+from .flagnames import flag
 from .multicast import all_reduce
 from .profile import (
     BUILTIN_ADAPTERS,
@@ -127,19 +128,9 @@ def lora_module_args(profile: Profile, cache_dir: Path | None = None) -> list[st
     return [f"{name}={adapter_path(src, cache_dir)}" for name, src in modules.items()]
 
 
-def flag(key: str, value: bool = True) -> str:
-    """Profile key -> vLLM flag: `max_num_seqs` -> `--max-num-seqs`; `value=False` -> `--no-...`
-    (vLLM's BooleanOptionalAction spelling)."""
-    return ("--" if value else "--no-") + key.replace("_", "-")
-
-
 def key_of(option: str, keys: Collection[str] | None = None) -> str:
-    """vLLM flag -> profile key: `--max-model-len=4096` -> `max_model_len`. `--no-x` -> `x` when
-    `x` is one of `keys` (default: the profile's keys), else `no_x` (a flag of its own)."""
-    key = option.split("=", 1)[0].lstrip("-").replace("-", "_")
-    known = Profile.model_fields if keys is None else keys
-    base = key.removeprefix("no_")
-    return base if base != key and base in known else key
+    """flagnames.key_of with the profile's keys by default."""
+    return flagnames.key_of(option, Profile.model_fields if keys is None else keys)
 
 
 # ---------------------------------------------------------------- extra_args against the profile

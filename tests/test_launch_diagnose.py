@@ -4,12 +4,23 @@ output maps to its exit code, a one-line cause with vLLM's own numbers, and the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from openai_server.errors import ExitCode
-from openai_server.launch.diagnose import FatalWatch, diagnose, fatal_line
+from openai_server.launch import diagnose as diagnose_mod
+from openai_server.launch.diagnose import FatalWatch, fatal_line
+from openai_server.profile import Profile
 from openai_server.render import key_of
+
+# what the launcher passes (launch/entry.py): the profile's keys, so that a cause names one
+PROFILE_KEYS = frozenset(Profile.model_fields)
+
+
+def diagnose(lines: list[str], **kw: Any) -> diagnose_mod.Diagnosis | None:
+    return diagnose_mod.diagnose(lines, **{"profile_keys": PROFILE_KEYS, **kw})
+
 
 LOGS = Path(__file__).resolve().parent / "faults" / "logs"
 

@@ -1,5 +1,5 @@
 """Readiness and the launch options, without processes: the criterion over a mock transport,
-and what `LaunchOptions.for_profile` derives from a profile."""
+and what `launch.entry.options_for` derives from a profile."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from openai_server import loader
 from openai_server.errors import ProfileError
+from openai_server.launch.entry import options_for
 from openai_server.launch.options import LaunchOptions, Timing, stop_grace
 from openai_server.launch.readiness import base_url_for, check_models
 
@@ -96,7 +97,7 @@ def test_the_probe_url_reaches_a_wildcard_bind_through_loopback(host: str, url: 
 
 def options(yaml_text: str, environ: dict[str, str] | None = None, **kw) -> LaunchOptions:  # type: ignore[no-untyped-def]
     profile = loader.load_text(yaml_text, "<test>").profile
-    return LaunchOptions.for_profile(profile, environ or {}, **kw)
+    return options_for(profile, environ or {}, **kw)
 
 
 def test_options_from_a_builtin_model_profile() -> None:

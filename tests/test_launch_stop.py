@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from openai_server.command import Command
 from openai_server.errors import ExitCode, Interrupted, StopIncomplete
 from openai_server.launch import gpu_release, supervisor
-from openai_server.launch.command import Command
 from openai_server.launch.guardian import Guardian
 from openai_server.launch.options import LaunchOptions, Timing
 from openai_server.launch.reporter import Reporter

@@ -80,10 +80,10 @@ def test_list_profiles_classifies_every_builtin():
     ("gpu", "expected"),
     [
         ("T4", "phi3-t4"),
-        ("L4", "l4"),
+        ("L4", "l4-gpt-oss"),  # gpt-oss-20b (21B, MXFP4 experts) over Llama-3.1-8B
         ("A10G", "a10g"),
         ("A100-80", "a100"),
-        ("H100", "h100-fp8"),  # same model as h100, FP8 weights: ~53k more KV tokens
+        ("H100", "h100-qwen3-moe"),  # the largest model made for it: Qwen3-30B-A3B (30.5B)
         ("H100:2", "h100-tp2"),
     ],
 )

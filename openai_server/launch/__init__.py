@@ -4,7 +4,6 @@ Where each decision lives:
 - `supervisor.py`  the run loop: start, wait for ready, watch, restart or stop (the only loop)
 - `options.py`     what a launch needs, derived once from the profile and the command line
 - `restart.py`     the restart policy: backoff, limit, which failures are never retried
-- `command.py`     the rendered command (argv + environment): the supervisor's only input
 - `process.py`     the server process, its process group and the stop that leaves nothing
 - `guardian.py`    both sides of the guardian that stops the group if the launcher is SIGKILLed
 - `readiness.py`   ready = `GET /v1/models` lists the model; /health and the deep probe

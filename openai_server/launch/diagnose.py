@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ExitCode
-from ..render import key_of
+from ..flagnames import key_of
 from .phases import strip_ansi
 
 CONTEXT_BEFORE = 3  # lines shown before the matching line
@@ -537,12 +537,6 @@ SIGNATURES: tuple[Matcher, ...] = (
 )
 
 
-def _default_profile_keys() -> frozenset[str]:
-    from ..profile import Profile
-
-    return frozenset(Profile.model_fields)
-
-
 def diagnose(
     lines: Sequence[str],
     *,
@@ -552,8 +546,7 @@ def diagnose(
 ) -> Diagnosis | None:
     """Classify a failed server's output; None when no known signature matches."""
     log = _Log([strip_ansi(line).rstrip("\n") for line in lines])
-    keys = _default_profile_keys() if profile_keys is None else profile_keys
-    ctx = Context(keys, port, model)
+    ctx = Context(frozenset() if profile_keys is None else profile_keys, port, model)
     for matcher in SIGNATURES:
         if found := matcher(log, ctx):
             return found

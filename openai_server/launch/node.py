@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ..command import Command
 from ..errors import (
     ExitCode,
     HeadLost,
@@ -35,7 +36,6 @@ from ..errors import (
     StopIncomplete,
 )
 from . import group
-from .command import Command
 from .diagnose import diagnose
 from .guardian import Guardian
 from .options import LaunchOptions
@@ -387,7 +387,7 @@ def _part_exited(
 ) -> bool:
     """Tell the head why this node's part ended, then follow its decision."""
     proc.drain_output()
-    found = diagnose(list(proc.tail), model=opts.model)
+    found = diagnose(list(proc.tail), profile_keys=opts.profile_keys, model=opts.model)
     cause = f"{what} exited with code {code}" + (f": {found.cause}" if found else "")
     member.send({"exited": code, "cause": cause})
     _stop_part(proc, grace, ui, what)

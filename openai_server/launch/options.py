@@ -1,22 +1,16 @@
 """What one launch needs to know, decided once before anything starts.
 
-`LaunchOptions.for_profile` holds the launch policy that is not a command-line value: the URL the
-launcher probes, the model id that makes it ready, the API key, and the stop grace period. The
-supervisor receives the finished options and never sees the profile.
+`launch/entry.py` builds them from the profile (the URL the launcher probes, the model id that
+makes it ready, the API key, the stop grace period); the supervisor receives the finished options
+and never sees the profile: nothing here imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..errors import ProfileError
 from .restart import RestartPolicy
-
-if TYPE_CHECKING:
-    from ..profile import Profile
 
 # vLLM drains in-flight requests for --shutdown-timeout seconds on SIGTERM; a SIGKILL in the middle
 # of that drops them, so the grace period is at least that plus this margin for the engine's exit.
@@ -45,42 +39,8 @@ class LaunchOptions:
     timing: Timing = field(default_factory=Timing)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     ready_file: Path | None = None
-
-    @classmethod
-    def for_profile(
-        cls,
-        profile: Profile,
-        environ: Mapping[str, str],
-        *,
-        timing: Timing | None = None,
-        restart_limit: int = 5,
-        ready_file: Path | None = None,
-    ) -> LaunchOptions:
-        """The options for launching `profile`; ProfileError when its API key variable is unset."""
-        # here, not at the top: readiness imports httpx, and the fast commands (deploy's
-        # budgets) import this module for Timing
-        from ..render import model_path
-        from .readiness import base_url_for
-
-        timing = timing or Timing()
-        api_key = None
-        if profile.api_key_env:
-            api_key = environ.get(profile.api_key_env)
-            if not api_key:
-                raise ProfileError(
-                    f"api_key_env: the environment variable {profile.api_key_env} is not set "
-                    "or empty"
-                )
-        return cls(
-            base_url=base_url_for(profile.host, profile.effective_port),
-            model_id=profile.model_id,
-            model=model_path(profile),
-            api_key=api_key,
-            custom_server=profile.server == "custom",
-            timing=replace(timing, grace=stop_grace(timing.grace, profile.shutdown_timeout)),
-            restart=RestartPolicy(mode=profile.restart, limit=restart_limit),
-            ready_file=ready_file,
-        )
+    # the profile's keys, so that a failure names the key to change (launch/diagnose.py)
+    profile_keys: frozenset[str] = frozenset()
 
 
 def stop_grace(grace: float, shutdown_timeout: float | None) -> float:

@@ -28,8 +28,8 @@ from typing import IO
 
 import psutil
 
+from ..command import Command
 from ..errors import StartFailed
-from .command import Command
 
 LineSink = Callable[[str], None]
 # uvicorn access-log lines of the launcher's own readiness/liveness probes

@@ -20,6 +20,7 @@ from types import FrameType
 
 import httpx
 
+from ..command import Command
 from ..errors import (
     DiedAfterReady,
     ExitCode,
@@ -30,7 +31,6 @@ from ..errors import (
     StartFailed,
     StopIncomplete,
 )
-from .command import Command
 from .diagnose import FatalWatch, diagnose
 from .gpu_release import wait_released
 from .guardian import Guardian
@@ -84,7 +84,8 @@ def explain(failure: StartFailed, server: ServerProcess, opts: LaunchOptions) ->
     """Attach the diagnosed cause, fix, exit code and relevant lines to a failure."""
     server.drain_output()
     lines = list(server.tail)
-    found = diagnose(lines, port=httpx.URL(opts.base_url).port, model=opts.model or opts.model_id)
+    found = diagnose(lines, profile_keys=opts.profile_keys, port=httpx.URL(opts.base_url).port,
+                     model=opts.model or opts.model_id)  # fmt: skip
     if found is None:
         failure.detail = server.last_lines()
         return failure

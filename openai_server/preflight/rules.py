@@ -348,6 +348,35 @@ def counted(shape: Shape) -> str:
     return ", ".join(parts)
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    """What would make a refused fit start, kept spare by a margin (a suggestion is followed as
+    written): the largest max_model_len, the smallest gpu_memory_utilization."""
+
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+
+
+def predict(facts: Facts, shape: Shape) -> tuple[memory.Settings, memory.Fit]:
+    s = default_settings(facts)
+    return s, memory.fit(shape, s, facts.hardware.gpus[0].total_bytes)
+
+
+def suggest(facts: Facts, shape: Shape, s: memory.Settings, f: memory.Fit) -> Suggestion:
+    """Only for a fit that does not start: the margin is for what the model may miss, less where
+    this host's own rehearsal calibrated it."""
+    if f.fits_one_sequence and f.weights_bytes <= f.requested_bytes:
+        return Suggestion()
+    margin = CALIBRATED_MARGIN_BYTES if facts.calibration else SUGGESTION_MARGIN_BYTES
+    safe = replace(s, overhead_bytes=s.overhead_bytes + margin)
+    total = facts.hardware.gpus[0].total_bytes
+    util = memory.utilization_for(shape, safe, total, s.max_model_len)
+    if f.weights_bytes > f.requested_bytes:  # a low utilization is fixed by a higher one
+        return Suggestion(gpu_memory_utilization=util)
+    fits = memory.largest_max_model_len(memory.fit(shape, safe, total))
+    return Suggestion(fits, util)
+
+
 def check_memory(facts: Facts, report: Report) -> None:
     shape = facts.shape
     if shape is None:
@@ -369,9 +398,7 @@ def check_memory(facts: Facts, report: Report) -> None:
             "`serve rehearse` measures the fit on the GPU",
         )
         return
-    s = default_settings(facts)
-    gpu = facts.hardware.gpus[0]
-    f = memory.fit(shape, s, gpu.total_bytes)
+    s, f = predict(facts, shape)
     report.fit, report.settings = f, s
     if s.max_model_len > shape.max_positions:
         report.add(
@@ -381,16 +408,21 @@ def check_memory(facts: Facts, report: Report) -> None:
             "positions (max_position_embeddings)",
             f"set max_model_len <= {shape.max_positions}",
         )
-    # A suggestion is followed as written, so it keeps a margin for what the model may miss:
-    # less where this host's own rehearsal calibrated it.
-    margin = CALIBRATED_MARGIN_BYTES if facts.calibration else SUGGESTION_MARGIN_BYTES
-    safe = replace(s, overhead_bytes=s.overhead_bytes + margin)
-    calibrated = f"; {facts.calibration.note()}" if facts.calibration else ""
+    tip = suggest(facts, shape, s, f)
+    report.suggested_max_model_len = tip.max_model_len
+    report.suggested_gpu_memory_utilization = tip.gpu_memory_utilization
+    memory_verdict(facts, report, shape, s, f, tip)
+
+
+def memory_verdict(
+    facts: Facts, report: Report, shape: Shape, s: memory.Settings, f: memory.Fit,
+    tip: Suggestion,
+) -> None:  # fmt: skip
+    """The weights, memory fit and concurrency lines, worded for a person."""
+    gpu = facts.hardware.gpus[0]
     if f.weights_bytes > f.requested_bytes:
-        # a low gpu_memory_utilization is fixed by a higher one when the card is big enough
-        util = memory.utilization_for(shape, safe, gpu.total_bytes, s.max_model_len)
-        report.suggested_gpu_memory_utilization = util
         more = "use more GPUs (tensor_parallel_size), a quantized model, or a bigger GPU"
+        util = tip.gpu_memory_utilization
         report.add(
             "weights",
             "refused",
@@ -406,15 +438,11 @@ def check_memory(facts: Facts, report: Report) -> None:
         f"{_gib(f.weights_bytes)} per GPU ({shape.params / 1e9:.2f}B params, {shape.source}){lora}",
     )
     if not f.fits_one_sequence:
-        fits = memory.largest_max_model_len(memory.fit(shape, safe, gpu.total_bytes))
-        util = memory.utilization_for(shape, safe, gpu.total_bytes, s.max_model_len)
-        report.suggested_max_model_len = fits
-        report.suggested_gpu_memory_utilization = util
         options = []
-        if fits is not None:
-            options.append(f"set max_model_len <= {fits}")
-        if util is not None:
-            options.append(f"set gpu_memory_utilization: {util}")
+        if tip.max_model_len is not None:
+            options.append(f"set max_model_len <= {tip.max_model_len}")
+        if tip.gpu_memory_utilization is not None:
+            options.append(f"set gpu_memory_utilization: {tip.gpu_memory_utilization}")
         report.add(
             "memory fit",
             "refused",
@@ -424,6 +452,7 @@ def check_memory(facts: Facts, report: Report) -> None:
             " or ".join(options) or "use a bigger GPU or more GPUs",
         )
         return
+    calibrated = f"; {facts.calibration.note()}" if facts.calibration else ""
     report.add(
         "memory fit",
         "ok",

@@ -5,11 +5,11 @@ activation peak and non-torch memory), and those other terms do not depend on th
 a profile written for an H100 (or an L4, or a T4) rehearses on an H200 with the memory it would
 have there by scaling its utilization by the ratio of the totals: 0.92 of an H100's 79.18 GiB is
 72.85 GiB, 0.521 of an H200's 139.80 GiB. Measured: h100-tp2 at that budget on two H200s left
-the KV cache the model predicts for two H100s (README, "Tensor parallel 2"). What does not
-carry over is speed and compute capability: those stay this GPU's. vLLM's batch defaults also
-depend on the card's memory (a T4 gets 2048 batched tokens and 256 sequences, an H100 8192 and
-1024): where the profile leaves them to vLLM, the target's are set, or the activation peak would
-be the bigger card's.
+the KV cache the model predicts for two H100s (docs/measurements.md, "Tensor parallel 2").
+What does not carry over is speed and compute capability: those stay this GPU's. vLLM's batch
+defaults also depend on the card's memory (a T4 gets 2048 batched tokens and 256 sequences, an
+H100 8192 and 1024): where the profile leaves them to vLLM, the target's are set, or the
+activation peak would be the bigger card's.
 
 Pure: the profile's utilization and the two totals in, the utilization to run with out.
 """

@@ -21,6 +21,7 @@ import typer
 from .. import loader
 from ..cli_common import ProfileOpt, SetOpt, profile_ref
 from ..errors import RefusedError
+from ..launch.options import Timing
 from ..preflight import calibration, gpus, memory, models
 from ..preflight.check import Target, gather
 from ..preflight.gpus import GiB
@@ -132,7 +133,7 @@ def rehearse_cmd(
     calibrate: Annotated[
         bool, typer.Option(help="store the measured overhead for `serve check` (GPU only)")
     ] = True,
-    ready_timeout: Annotated[float, typer.Option(help="seconds to ready")] = 1800.0,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to ready")] = Timing().ready_timeout,
     as_gpu: Annotated[
         str | None,
         typer.Option(

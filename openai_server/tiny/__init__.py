@@ -27,6 +27,7 @@ SEED = 20261126
 HIDDEN = 256
 HEADS = 4  # head_dim = HIDDEN / HEADS = 64
 LAYERS = 2
+ADAPTER_RANK = 8  # the built-in LoRA adapter's (adapter.py); its folder name says it
 INTERMEDIATE = 512
 VOCAB_TARGET = 1024
 MAX_POSITIONS = 2048
@@ -54,9 +55,9 @@ def model_dir(cache_dir: Path | None = None) -> Path:
 
 def adapter_dir(cache_dir: Path | None = None) -> Path:
     """Where the built-in LoRA adapter (tiny/adapter.py) is generated. Pure: no I/O."""
-    from .adapter import RANK
-
-    return (cache_dir or default_cache_dir()) / "adapters" / f"{NAME}-lora-r{RANK}-v{VERSION}"
+    return (
+        (cache_dir or default_cache_dir()) / "adapters" / f"{NAME}-lora-r{ADAPTER_RANK}-v{VERSION}"
+    )
 
 
 def ensure(cache_dir: Path | None = None) -> Path:

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import HEADS, HIDDEN, INTERMEDIATE, LAYERS, NAME, adapter_dir, generate_once
+from . import ADAPTER_RANK, HEADS, HIDDEN, INTERMEDIATE, LAYERS, NAME, adapter_dir, generate_once
 
-RANK = 8
+RANK = ADAPTER_RANK
 SEED = 20261127
 # Phi-3's fused linear modules: (input features, output features) of each.
 MODULES = {

@@ -1,9 +1,9 @@
 """The GPU suite: built-in profiles rehearsed on this host's GPUs with dummy weights.
 
-Run on a GPU host (README, "Rehearsal"): `pytest -m gpu tests/gpu -s`. Without an NVIDIA GPU every
+Run on a GPU host (docs/preflight-and-rehearsal.md): `pytest -m gpu tests/gpu -s`. Without an NVIDIA GPU every
 test here skips, so CI (no GPU) collects and skips them. Each result is printed as one JSON line
 and, when GPU_RESULTS_DIR names a directory, written there, so that a run's figures can be put
-in the README as measured.
+in docs/measurements.md as measured.
 
 What is asserted, per profile that fits this host (as written, or with the max_model_len that
 `serve check` suggests where only the context is too long for this GPU: a memory override, said

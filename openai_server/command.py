@@ -1,7 +1,8 @@
-"""The rendered command: what the supervisor runs. Built by `render.py`, read by `process.py`.
+"""The rendered command: what the supervisor runs. Built by `render.py`, read by
+`launch/process.py`.
 
-It lives with the supervisor, not the renderer, so that the supervisor side depends on this small
-value type only and never on the profile, the loader or YAML.
+A value type of the bottom layer (the import contract in .importlinter): the renderer above it
+builds one, the supervisor side depends on it alone and never on the profile, the loader or YAML.
 """
 
 from __future__ import annotations
