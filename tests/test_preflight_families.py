@@ -183,3 +183,28 @@ def test_config_fixture_is_the_checkpoint_file():
     for folder in FIXTURES.iterdir():
         config = json.loads((folder / "config.json").read_text())
         assert config["architectures"] and math.isfinite(shape(folder.name).params)
+
+
+def test_the_vision_encoder_counts_unless_vllm_serves_the_language_model_only():
+    gemma = models.in_table("google/gemma-3-12b-it")
+    assert gemma is not None and gemma.counts is not None and gemma.counts.vision > 4e8  # SigLIP
+    s = settings(0.9, 8192)
+    text_only = memory.Settings(**{**s.__dict__, "serve_vision": False})
+    saved = memory.weights_bytes(gemma, s) - memory.weights_bytes(gemma, text_only)
+    assert saved == gemma.counts.vision * 2
+
+
+def test_check_reads_language_model_only_from_extra_args(tmp_path):
+    from typer.testing import CliRunner
+
+    from openai_server.cli import app
+
+    weights = {}
+    for extra in ("[]", '["--language-model-only"]'):
+        profile = tmp_path / "p.yaml"
+        profile.write_text(
+            f"model: google/gemma-3-12b-it\nmax_model_len: 8192\nextra_args: {extra}\n"
+        )
+        done = CliRunner().invoke(app, ["check", "-p", str(profile), "--gpu", "H100", "--json"])
+        weights[extra] = json.loads(done.stdout)["weights_bytes"]
+    assert weights["[]"] - weights['["--language-model-only"]'] > 0.7 * GiB  # SigLIP in bf16

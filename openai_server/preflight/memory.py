@@ -129,6 +129,8 @@ class Settings:
     overhead_bytes: int = 0  # a measured correction (calibration.py) or a safety margin
     fused_all_reduce: bool = True  # vLLM's fused all-reduce + RMSNorm (multicast.fuses_all_reduce)
     hybrid_kv_cache: bool = True  # vLLM's hybrid KV-cache manager (off on its CPU build)
+    # a multimodal checkpoint's vision encoder: vLLM skips it with --language-model-only
+    serve_vision: bool = True
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def weights_bytes(shape: Shape, s: Settings) -> int:
     if exact is not None:
         fp8 = s.quantization in quantization.AT_LOAD_BITS and shape.quant is None
         loaded = exact.loaded_bytes(tie_word_embeddings=shape.tied_embeddings,
-                                    serve_vision=True, fp8_at_load=fp8)  # fmt: skip
+                                    serve_vision=s.serve_vision, fp8_at_load=fp8)  # fmt: skip
         return int((loaded + mla_copies(shape) * s.dtype_bytes) / split)
     p = shape.param_counts()
     d = s.dtype_bytes
@@ -178,7 +180,8 @@ def weights_bytes(shape: Shape, s: Settings) -> int:
         if not q.keeps("model.layers.0.mlp.experts"):
             expert_bits = q.expert_bits
     parted = (p.linear * linear_bits / 8 + p.experts * expert_bits / 8
-              + (p.embedding + p.lm_head + p.vision + mla_copies(shape)) * d)  # fmt: skip
+              + (p.embedding + p.lm_head + mla_copies(shape)) * d
+              + (p.vision * d if s.serve_vision else 0))  # fmt: skip
     whole = p.replicated * d
     tp = s.tensor_parallel_size
     return int((parted / tp + whole) / s.pipeline_parallel_size)

@@ -290,6 +290,11 @@ def batch_defaults(gpu_name: str, total_bytes: int) -> tuple[int, int]:
     return 2048, 256
 
 
+# vLLM's switch that leaves a multimodal checkpoint's vision encoder unloaded (MultiModalConfig,
+# 0.26 to 0.33: every modality limited to 0 items), given through extra_args
+LANGUAGE_MODEL_ONLY = "--language-model-only"
+
+
 def default_settings(facts: Facts) -> memory.Settings:
     """The profile's values with vLLM's own defaults filled in (per GPU memory, like vLLM)."""
     p, gpu, shape = facts.profile, facts.hardware.gpus[0], facts.shape
@@ -313,6 +318,7 @@ def default_settings(facts: Facts) -> memory.Settings:
         max_lora_rank=p.max_lora_rank or DEFAULT_MAX_LORA_RANK,
         overhead_bytes=facts.calibration.overhead_bytes if facts.calibration else 0,
         fused_all_reduce=fuses_all_reduce(facts.argv),
+        serve_vision=LANGUAGE_MODEL_ONLY not in facts.argv,
     )
 
 
