@@ -42,6 +42,48 @@ def test_a_table_mistral_has_no_sliding_window() -> None:
     assert "sliding_window" not in llama
 
 
+def test_every_table_family_gets_a_config_vllm_can_read_back(tmp_path: Path) -> None:
+    """The new families are written from their config.json values; a multimodal checkpoint as its
+    text model (the rehearsal has no image processor), gpt-oss with its MXFP4 experts."""
+    gemma = loader.load_text("model: google/gemma-3-12b-it\n").profile
+    directory, source = shape.build(gemma, tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    assert source == "serve's shape table (the checkpoint's config.json values)"
+    assert config["architectures"] == ["Gemma3ForCausalLM"]
+    assert config["model_type"] == "gemma3_text" and config["sliding_window"] == 1024
+    oss = loader.load_text("model: openai/gpt-oss-20b\n").profile
+    config = json.loads((shape.build(oss, tmp_path)[0] / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "mxfp4"
+    assert config["eos_token_id"] == 4  # within the rehearsal tokenizer's ids
+    assert shape.completions_only(models.in_table("openai/gpt-oss-20b"))
+    assert not shape.completions_only(models.in_table("google/gemma-3-12b-it"))
+
+
+def test_a_failed_smoke_keeps_the_report_and_names_the_failure() -> None:
+    from openai_server.rehearse import commands
+
+    prof = loader.load_text("model: builtin:tiny-phi3\n").profile
+    clients = commands.Clients(prof, run_bench=True, prompts=4, plain=False)
+    clients.during("http://127.0.0.1:9", cold=True)  # nothing listens there
+    assert "smoke" not in clients.results and "connection refused" in clients.results["failure"]
+    start = run.Start(cold=True, seconds_to_ready=61.0, kv_cache_tokens=262_144,
+                      stop_seconds=1.0, exit_code=143)  # fmt: skip
+    out = {"profile": "tiny-phi3", "shape": "built-in", "off_in_rehearsal": [],
+           "predicted": {"kv_cache_tokens": 262_144, "max_concurrency": 128.0},
+           "starts": [start.as_json()], "kv_error_percent": 0.0, **clients.results}  # fmt: skip
+    text = commands.text_report(out).splitlines()
+    assert "KV cache: predicted 262,144 tokens, vLLM 262,144" in text[1]
+    assert text[-1].startswith("  FAILED: ") and "connection refused" in text[-1]
+
+
+def test_a_local_directory_is_served_under_its_name(tmp_path: Path) -> None:
+    from openai_server.rehearse import commands
+
+    prof = loader.load_text(f"model: {tmp_path / 'qwen3-30b-a3b'}\n").profile
+    assert commands.served_name(prof) == "qwen3-30b-a3b"
+    assert commands.served_name(loader.load_text("model: org/m\n").profile) == "org/m"
+
+
 def test_a_local_config_wins_over_the_table(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,

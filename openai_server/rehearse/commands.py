@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,10 +26,10 @@ from ..launch.options import Timing
 from ..preflight import calibration, gpus, memory, models
 from ..preflight.check import Target, gather
 from ..preflight.gpus import GiB
-from ..preflight.rules import Report, evaluate
+from ..preflight.rules import Facts, Report, evaluate
 from ..profile import Profile
 from . import shape
-from .budget import held_to
+from .budget import Budget, held_to
 from .run import RehearsalFailed, Start, free_port, one_start
 
 PROMPT_TOKENS = 128
@@ -145,68 +146,22 @@ def rehearse_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Serve the profile's model shape with dummy weights; report KV, phases, bench; stop."""
-    from ..settings import settings
-
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
-    hardware = budget = None
-    if as_gpu:
-        hardware = gpus.detect()
-        if not hardware.gpus:
-            raise RefusedError(f"rehearse: --as-gpu {as_gpu} needs a GPU on this host; none seen")
-        budget = held_to(as_gpu, prof.gpu_memory_utilization, hardware.gpus[0])
-        prof = prof.model_copy(update={
-            "gpu_memory_utilization": budget.utilization,
-            "max_num_batched_tokens": prof.max_num_batched_tokens or budget.max_num_batched_tokens,
-            "max_num_seqs": prof.max_num_seqs or budget.max_num_seqs,
-        })  # fmt: skip
+    prof, hardware, budget = held_to_gpu(prof, as_gpu)
     facts = gather(prof, Target(check_port=False), hardware=hardware)
     report = evaluate(facts)
     if (refusal := report.refusal()) is not None:
         raise RefusedError(f"rehearse: {refusal}")
     model_dir, source = shape.build(prof)
-    api_key = os.environ.get(prof.api_key_env) if prof.api_key_env else None
-    concurrency = min(prof.max_num_seqs or MAX_CONCURRENCY, MAX_CONCURRENCY)
-    plain = shape.completions_only(facts.shape)
-    results: dict[str, Any] = {}
-    starts: list[Start] = []
-    with tempfile.TemporaryDirectory(prefix="serve-rehearse-") as tmp:
-        workdir = Path(tmp)
-        for cold in (True, False)[: 2 if twice else 1]:
-            port = free_port()
-            path = workdir / "profile.yaml"
-            from ..deploy.compose import profile_yaml
-
-            path.write_text(profile_yaml(rehearsal_profile(prof, model_dir, port)))
-            url = f"http://127.0.0.1:{port}"
-
-            def during(url: str = url, cold: bool = cold) -> None:
-                from ..clients import smoke
-                from ..clients.endpoint import Endpoint
-
-                # A failed smoke or bench does not lose what the start measured: the report is
-                # printed with the failure last, then the command fails.
-                try:
-                    results["smoke"] = smoke.run(Endpoint(url, api_key), served_name(prof), 120,
-                                                 completions=plain).line()  # fmt: skip
-                    if run_bench and cold:
-                        results["bench"] = bench(url, served_name(prof), api_key, bench_prompts,
-                                                 concurrency, plain)  # fmt: skip
-                except Exception as e:  # any client failure: the report first, then the failure
-                    results["failure"] = str(e).splitlines()[0] if str(e) else type(e).__name__
-
-            start = one_start(path, workdir, cold=cold, ready_timeout=ready_timeout,
-                              while_ready=during)  # fmt: skip
-            starts.append(start)
-            if start.failure or "failure" in results:
-                results.setdefault("failure", start.failure)
-                break
+    clients = Clients(prof, run_bench, bench_prompts, shape.completions_only(facts.shape))
+    starts = run_starts(prof, model_dir, twice=twice, ready_timeout=ready_timeout, clients=clients)
     off = [k for k in TOKENIZER_BOUND if getattr(prof, k) is not None]
     out = {"profile": prof.model_id, "shape": source, "model_dir": str(model_dir),
            "off_in_rehearsal": off,
            "predicted": prediction(report) if report.fit else
            (cpu_prediction(prof, facts.shape) or prediction(report)),
            "starts": [s.as_json() for s in starts],
-           **results}  # fmt: skip
+           **clients.results}  # fmt: skip
     if budget is not None:
         out["as_gpu"] = {"gpu": budget.target, "line": budget.line(),
                          "budget_gib": round(budget.budget_bytes / GiB, 2),
@@ -215,25 +170,101 @@ def rehearse_cmd(
     predicted = out["predicted"]["kv_cache_tokens"]
     if measured and predicted:
         out["kv_error_percent"] = round((predicted - measured) / measured * 100, 2)
-    gpu = facts.hardware.gpus[0] if facts.hardware.gpus else None
-    if calibrate and gpu and report.fit and report.settings and starts[0].kv_cache_gib is not None:
-        raw = memory.fit(facts.shape, replace(report.settings, overhead_bytes=0),  # type: ignore[arg-type]
-                         gpu.total_bytes)  # fmt: skip
-        overhead = raw.available_kv_bytes - int(starts[0].kv_cache_gib * GiB)
-        assert facts.shape is not None  # report.fit needs it
-        # the release the engine logged; the flag set's where the log had none
-        version = starts[0].vllm_version or (facts.flagset.version if facts.flagset else "?")
-        key = calibration.Key(gpu.name, version, facts.shape.architecture,
-                              prof.tensor_parallel_size or 1, prof.pipeline_parallel_size or 1,
-                              bool(prof.enforce_eager), prof.quantization or "")  # fmt: skip
-        today = datetime.date.today().isoformat()
-        stored = calibration.record(settings().cache_root, key, overhead, today)
-        out["calibration"] = {"overhead_gib": round(overhead / GiB, 3),
-                              "stored_overhead_gib": round(stored.overhead_bytes / GiB, 3),
-                              "runs": stored.runs}  # fmt: skip
+    if calibrate and (stored := store_calibration(facts, report, starts[0])):
+        out["calibration"] = stored
     print(json.dumps(out, indent=2) if as_json else text_report(out), flush=True)
     if out.get("failure"):
         raise RehearsalFailed(f"rehearse: {out['failure']}")
+
+
+def held_to_gpu(
+    prof: Profile, as_gpu: str | None
+) -> tuple[Profile, gpus.Hardware | None, Budget | None]:
+    """`--as-gpu`: the profile with the smaller GPU's KV-cache budget and batch defaults."""
+    if not as_gpu:
+        return prof, None, None
+    hardware = gpus.detect()
+    if not hardware.gpus:
+        raise RefusedError(f"rehearse: --as-gpu {as_gpu} needs a GPU on this host; none seen")
+    budget = held_to(as_gpu, prof.gpu_memory_utilization, hardware.gpus[0])
+    prof = prof.model_copy(update={
+        "gpu_memory_utilization": budget.utilization,
+        "max_num_batched_tokens": prof.max_num_batched_tokens or budget.max_num_batched_tokens,
+        "max_num_seqs": prof.max_num_seqs or budget.max_num_seqs,
+    })  # fmt: skip
+    return prof, hardware, budget
+
+
+class Clients:
+    """What runs against a ready start: the smoke, then (cold start only) the bench. A failure
+    does not lose what the start measured: it is kept, the report printed, then the command
+    fails."""
+
+    def __init__(self, prof: Profile, run_bench: bool, prompts: int, plain: bool) -> None:
+        self.model = served_name(prof)
+        self.api_key = os.environ.get(prof.api_key_env) if prof.api_key_env else None
+        self.concurrency = min(prof.max_num_seqs or MAX_CONCURRENCY, MAX_CONCURRENCY)
+        self.run_bench, self.prompts, self.plain = run_bench, prompts, plain
+        self.results: dict[str, Any] = {}
+
+    def during(self, url: str, cold: bool) -> None:
+        from ..clients import smoke
+        from ..clients.endpoint import Endpoint
+
+        try:
+            self.results["smoke"] = smoke.run(Endpoint(url, self.api_key), self.model, 120,
+                                              completions=self.plain).line()  # fmt: skip
+            if self.run_bench and cold:
+                self.results["bench"] = bench(url, self.model, self.api_key, self.prompts,
+                                              self.concurrency, self.plain)  # fmt: skip
+        except Exception as e:  # any client failure: the report first, then the failure
+            self.results["failure"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def run_starts(
+    prof: Profile, model_dir: Path, *, twice: bool, ready_timeout: float, clients: Clients
+) -> list[Start]:
+    """One start (two with --twice: cold, then warm), each through the launcher; stops at the
+    first failure, which `clients.results["failure"]` then holds."""
+    from ..deploy.compose import profile_yaml
+
+    starts: list[Start] = []
+    with tempfile.TemporaryDirectory(prefix="serve-rehearse-") as tmp:
+        workdir = Path(tmp)
+        for cold in (True, False)[: 2 if twice else 1]:
+            port = free_port()
+            path = workdir / "profile.yaml"
+            path.write_text(profile_yaml(rehearsal_profile(prof, model_dir, port)))
+            url = f"http://127.0.0.1:{port}"
+            start = one_start(path, workdir, cold=cold, ready_timeout=ready_timeout,
+                              while_ready=partial(clients.during, url, cold))  # fmt: skip
+            starts.append(start)
+            if start.failure or "failure" in clients.results:
+                clients.results.setdefault("failure", start.failure)
+                break
+    return starts
+
+
+def store_calibration(facts: Facts, report: Report, start: Start) -> dict[str, Any] | None:
+    """On a GPU: predicted minus measured KV memory per GPU, stored for `serve check`."""
+    from ..settings import settings
+
+    gpu = facts.hardware.gpus[0] if facts.hardware.gpus else None
+    if not (gpu and facts.shape and report.settings and start.kv_cache_gib is not None):
+        return None
+    raw = memory.fit(facts.shape, replace(report.settings, overhead_bytes=0), gpu.total_bytes)
+    overhead = raw.available_kv_bytes - int(start.kv_cache_gib * GiB)
+    prof = facts.profile
+    # the release the engine logged; the flag set's where the log had none
+    version = start.vllm_version or (facts.flagset.version if facts.flagset else "?")
+    key = calibration.Key(gpu.name, version, facts.shape.architecture,
+                          prof.tensor_parallel_size or 1, prof.pipeline_parallel_size or 1,
+                          bool(prof.enforce_eager), prof.quantization or "")  # fmt: skip
+    today = datetime.date.today().isoformat()
+    stored = calibration.record(settings().cache_root, key, overhead, today)
+    return {"overhead_gib": round(overhead / GiB, 3),
+            "stored_overhead_gib": round(stored.overhead_bytes / GiB, 3),
+            "runs": stored.runs}  # fmt: skip
 
 
 def text_report(out: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import tiny
 from ..errors import RefusedError
-from ..preflight import models
+from ..preflight import architecture, models
 from ..profile import BUILTIN_MODEL_PREFIX, Profile
 
 # The table's architectures -> the model_type transformers needs to read the config back.
@@ -87,7 +87,10 @@ def text_only(config: dict[str, Any]) -> dict[str, Any]:
     arch = str((config.get("architectures") or [""])[0])
     if arch in TEXT_MODELS and isinstance(config.get("text_config"), dict):
         name, model_type = TEXT_MODELS[arch]
-        config = {**config["text_config"], "architectures": [name], "model_type": model_type}
+        # with the config class's defaults the sparse text_config leaves out (Gemma 3: heads,
+        # head_dim, vocab), written out: transformers reads the text model with another class
+        text = architecture.text_config(config)
+        config = {**text, "architectures": [name], "model_type": model_type}
     return {**config, "torch_dtype": config.get("torch_dtype") or "bfloat16",
             "bos_token_id": 0, "eos_token_id": 4, "pad_token_id": None}  # fmt: skip
 
@@ -129,7 +132,7 @@ def build(profile: Profile, cache_dir: Path | None = None) -> tuple[Path, str]:
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     name = profile.model.rstrip("/").rsplit("/", 1)[-1]
     target = (cache_dir or tiny.default_cache_dir()) / "rehearsal" / f"{name}-{digest}"
-    vocab = int((config.get("text_config") or config).get("vocab_size") or config["vocab_size"])
+    vocab = int(architecture.text_config(config).get("vocab_size") or config["vocab_size"])
 
     def write(out: Path) -> None:
         tiny.write_tokenizer(out, vocab)
