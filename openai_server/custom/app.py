@@ -85,7 +85,16 @@ def key_ok(header: str | None, api_key: str) -> bool:
 
 def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     app = FastAPI(title="serve custom server", version="1")
-    created = int(time.time())
+    _errors(app)
+    if api_key:
+        _auth(app, api_key)
+    _generation(app, engine)
+    _status(app, engine, created=int(time.time()))
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    """Every error as {"error": message}, validation errors in one line."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,62 +107,84 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
             {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
 
-    if api_key:
+    @app.exception_handler(_Early)
+    async def _early(_: Request, exc: _Early) -> Response:
+        return exc.response
 
-        @app.middleware("http")
-        async def _auth(request: Request, call_next: NextHandler) -> Response:
-            if request.url.path.startswith(GUARDED) and not key_ok(
-                request.headers.get("authorization"), api_key
-            ):
-                return error(401, "missing or wrong API key (Authorization: Bearer <key>)")
-            return await call_next(request)
 
-    async def prepare(req: GenerateRequest) -> Prepared | JSONResponse:
-        if not engine.alive:
-            return error(503, "the engine is dead")
-        try:
-            ids = await engine.tokenize(req.prompt)
-        except Exception as e:  # the schema admits only valid text; a tokenizer may still refuse
-            return error(400, f"prompt: cannot be tokenized ({type(e).__name__})")
-        room = engine.max_model_len - len(ids)
-        if not ids:
-            return error(400, "prompt: tokenizes to nothing; send some text")
-        if room < 1:
-            return error(
-                400,
-                f"prompt: {len(ids)} tokens leave no room to generate within "
-                f"max_model_len {engine.max_model_len}",
-            )
-        if req.max_tokens is not None and req.max_tokens > room:
-            return error(
-                400,
-                f"max_tokens: {req.max_tokens} > {room} (max_model_len {engine.max_model_len} "
-                f"minus the prompt's {len(ids)} tokens)",
-            )
-        values = req.model_dump(exclude={"prompt", "stop", "ignore_eos"})
-        if req.top_k is not None and req.top_k > engine.vocab_size:
-            values["top_k"] = engine.vocab_size  # the same sampling, in the range vLLM accepts
-        if values["max_tokens"] is None and "max_tokens" not in engine.default_sampling:
-            values["max_tokens"] = room  # vLLM's own default: the rest of the context
-        elif values["max_tokens"] is None:
-            values["max_tokens"] = min(int(engine.default_sampling["max_tokens"]), room)
-        try:
-            params = engine.sampling_params(values, req.stop_list(), req.ignore_eos)
-        except RequestRejected as e:
-            return error(400, str(e))
-        return Prepared(ids, params)
+def _auth(app: FastAPI, api_key: str) -> None:
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: NextHandler) -> Response:
+        if request.url.path.startswith(GUARDED) and not key_ok(
+            request.headers.get("authorization"), api_key
+        ):
+            return error(401, "missing or wrong API key (Authorization: Bearer <key>)")
+        return await call_next(request)
 
-    async def first_and_rest(p: Prepared) -> tuple[Delta, AsyncIterator[Delta]] | JSONResponse:
-        """Start the request and wait for its first delta, so that an engine refusal is still
-        an HTTP status (once the 200 and the first event are out, errors become events)."""
-        stream = engine.stream(p.prompt_ids, p.params, p.request_id)
-        try:
-            return await anext(stream), stream
-        except RequestRejected as e:
-            return error(400, str(e))
-        except EngineDead as e:
-            return error(503, f"the engine is dead: {e}")
 
+async def prepare(engine: Engine, req: GenerateRequest) -> Prepared | JSONResponse:
+    """The request checked against the engine (context room, sampling) and tokenized."""
+    if not engine.alive:
+        return error(503, "the engine is dead")
+    try:
+        ids = await engine.tokenize(req.prompt)
+    except Exception as e:  # the schema admits only valid text; a tokenizer may still refuse
+        return error(400, f"prompt: cannot be tokenized ({type(e).__name__})")
+    room = engine.max_model_len - len(ids)
+    if not ids:
+        return error(400, "prompt: tokenizes to nothing; send some text")
+    if room < 1:
+        return error(
+            400,
+            f"prompt: {len(ids)} tokens leave no room to generate within "
+            f"max_model_len {engine.max_model_len}",
+        )
+    if req.max_tokens is not None and req.max_tokens > room:
+        return error(
+            400,
+            f"max_tokens: {req.max_tokens} > {room} (max_model_len {engine.max_model_len} "
+            f"minus the prompt's {len(ids)} tokens)",
+        )
+    values = req.model_dump(exclude={"prompt", "stop", "ignore_eos"})
+    if req.top_k is not None and req.top_k > engine.vocab_size:
+        values["top_k"] = engine.vocab_size  # the same sampling, in the range vLLM accepts
+    if values["max_tokens"] is None and "max_tokens" not in engine.default_sampling:
+        values["max_tokens"] = room  # vLLM's own default: the rest of the context
+    elif values["max_tokens"] is None:
+        values["max_tokens"] = min(int(engine.default_sampling["max_tokens"]), room)
+    try:
+        params = engine.sampling_params(values, req.stop_list(), req.ignore_eos)
+    except RequestRejected as e:
+        return error(400, str(e))
+    return Prepared(ids, params)
+
+
+async def first_and_rest(
+    engine: Engine, p: Prepared
+) -> tuple[Delta, AsyncIterator[Delta]] | JSONResponse:
+    """Start the request and wait for its first delta, so that an engine refusal is still
+    an HTTP status (once the 200 and the first event are out, errors become events)."""
+    stream = engine.stream(p.prompt_ids, p.params, p.request_id)
+    try:
+        return await anext(stream), stream
+    except RequestRejected as e:
+        return error(400, str(e))
+    except EngineDead as e:
+        return error(503, f"the engine is dead: {e}")
+
+
+async def started(engine: Engine, req: GenerateRequest) -> tuple[Prepared, Delta, Any]:
+    """Prepared and started, or _Early with the error response."""
+    prepared = await prepare(engine, req)
+    if isinstance(prepared, JSONResponse):
+        raise _Early(prepared)
+    begun = await first_and_rest(engine, prepared)
+    if isinstance(begun, JSONResponse):
+        raise _Early(begun)
+    return prepared, *begun
+
+
+def _generation(app: FastAPI, engine: Engine) -> None:
     @app.post(
         "/generate-stream",
         response_class=StreamingResponse,
@@ -161,13 +192,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     )
     async def generate_stream(req: GenerateRequest) -> Response:
         """Stream the completion as Server-Sent Events (see the module docstring)."""
-        prepared = await prepare(req)
-        if isinstance(prepared, JSONResponse):
-            return prepared
-        started = await first_and_rest(prepared)
-        if isinstance(started, JSONResponse):
-            return started
-        first, rest = started
+        prepared, first, rest = await started(engine, req)
         return StreamingResponse(
             events(prepared, first, rest), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
         )
@@ -175,47 +200,43 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     @app.post("/generate", responses=ERRORS)
     async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:
         """The whole completion in one answer. A client that hangs up first aborts it."""
-        prepared = await prepare(req)
-        if isinstance(prepared, JSONResponse):
-            raise _Early(prepared)
-        started = await first_and_rest(prepared)
-        if isinstance(started, JSONResponse):
-            raise _Early(started)
-        first, rest = started
-        texts, n, reason = [first.text], first.n_tokens, first.finish_reason
+        prepared, first, rest = await started(engine, req)
+        return await whole(prepared, first, rest, request)
 
-        async def collect() -> None:
-            nonlocal n, reason
-            async for d in rest:
-                texts.append(d.text)
-                n += d.n_tokens
-                reason = d.finish_reason or reason
 
-        # Nothing is written until the end, so nobody would notice a client that left: ask.
-        collecting = asyncio.ensure_future(collect())
-        try:
-            while not (await asyncio.wait({collecting}, timeout=DISCONNECT_POLL_S))[0]:
-                if await request.is_disconnected():
-                    collecting.cancel()  # engine.stream aborts the request in the engine
-                    raise _Early(error(499, "client closed the request"))
-            collecting.result()
-        except RequestRejected as e:
-            raise _Early(error(400, str(e))) from e
-        except EngineDead as e:
-            raise _Early(error(503, f"the engine is dead: {e}")) from e
-        finally:
-            collecting.cancel()  # a no-op once done; else this handler itself was cancelled
-        return GenerateResponse(
-            text="".join(texts),
-            finish_reason=reason,  # type: ignore[arg-type]
-            prompt_tokens=len(prepared.prompt_ids),
-            completion_tokens=n,
-        )
+async def whole(prepared: Prepared, first: Delta, rest: Any, request: Request) -> GenerateResponse:
+    texts, n, reason = [first.text], first.n_tokens, first.finish_reason
 
-    @app.exception_handler(_Early)
-    async def _early(_: Request, exc: _Early) -> Response:
-        return exc.response
+    async def collect() -> None:
+        nonlocal n, reason
+        async for d in rest:
+            texts.append(d.text)
+            n += d.n_tokens
+            reason = d.finish_reason or reason
 
+    # Nothing is written until the end, so nobody would notice a client that left: ask.
+    collecting = asyncio.ensure_future(collect())
+    try:
+        while not (await asyncio.wait({collecting}, timeout=DISCONNECT_POLL_S))[0]:
+            if await request.is_disconnected():
+                collecting.cancel()  # engine.stream aborts the request in the engine
+                raise _Early(error(499, "client closed the request"))
+        collecting.result()
+    except RequestRejected as e:
+        raise _Early(error(400, str(e))) from e
+    except EngineDead as e:
+        raise _Early(error(503, f"the engine is dead: {e}")) from e
+    finally:
+        collecting.cancel()  # a no-op once done; else this handler itself was cancelled
+    return GenerateResponse(
+        text="".join(texts),
+        finish_reason=reason,  # type: ignore[arg-type]
+        prompt_tokens=len(prepared.prompt_ids),
+        completion_tokens=n,
+    )
+
+
+def _status(app: FastAPI, engine: Engine, created: int) -> None:
     @app.get("/v1/models", responses=ERRORS)
     async def models() -> ModelList:
         cards = [ModelCard(id=n, created=created, max_model_len=engine.max_model_len)
@@ -241,8 +262,6 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 class _Early(Exception):

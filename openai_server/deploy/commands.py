@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -121,11 +122,12 @@ def deploy_cmd(
         offers = RENTED[target](gpus_needed(prof))
         choice = choose(prof, offers, target=target, gpu_spec=gpu, vllm_version=vllm_version)
         print(f"serve: deploy: {choice.note}")
-    files = _render(prof, target, choice, image=image, existing_claim=existing_claim,
-                    runtime_class=runtime_class, node_selector=node_selector, name=name,
-                    repository=repository, vendor=vendor, region=region,
-                    instance_type=instance_type, min_replicas=min_replicas,
-                    max_replicas=max_replicas, target_qps=target_qps)  # fmt: skip
+    options = TargetOptions(image=image, existing_claim=existing_claim,
+                            runtime_class=runtime_class, node_selector=node_selector or [],
+                            name=name, repository=repository, vendor=vendor, region=region,
+                            instance_type=instance_type, min_replicas=min_replicas,
+                            max_replicas=max_replicas, target_qps=target_qps)  # fmt: skip
+    files = _render(prof, target, choice, options)
     out.mkdir(parents=True, exist_ok=True)
     for file, text in files.items():
         (out / file).write_text(text)
@@ -150,31 +152,47 @@ def refuse_node_count(prof: Profile, target: str) -> None:
         )
 
 
-def _render(prof: Profile, target: str, choice: Choice | None, *, image: str,
-            existing_claim: str | None, runtime_class: str | None,
-            node_selector: list[str] | None, name: str | None, repository: str | None,
-            vendor: str | None, region: str | None, instance_type: str | None,
-            min_replicas: int, max_replicas: int | None,
-            target_qps: float | None) -> dict[str, str]:  # fmt: skip
+@dataclass(frozen=True)
+class TargetOptions:
+    """The command line's per-target options, as data: each target's renderer reads its own."""
+
+    image: str
+    existing_claim: str | None = None  # k8s, k8s-lws
+    runtime_class: str | None = None  # k8s, k8s-lws
+    node_selector: list[str] = field(default_factory=list)  # k8s, k8s-lws: KEY=VALUE
+    name: str | None = None  # hf-endpoint
+    repository: str | None = None  # hf-endpoint
+    vendor: str | None = None  # hf-endpoint
+    region: str | None = None  # hf-endpoint
+    instance_type: str | None = None  # hf-endpoint
+    min_replicas: int = 1  # hf-endpoint, skyserve
+    max_replicas: int | None = None  # hf-endpoint, skyserve
+    target_qps: float | None = None  # skyserve
+
+    def selector(self) -> dict[str, str]:
+        pairs = [item.partition("=") for item in self.node_selector]
+        if any(not key or not eq for key, eq, _ in pairs):
+            raise typer.BadParameter("give KEY=VALUE", param_hint="'--node-selector'")
+        return {key: value for key, _, value in pairs}
+
+
+def _render(prof: Profile, target: str, choice: Choice | None, o: TargetOptions) -> dict[str, str]:
     if target == "compose":
-        return compose.render(prof, image=image)
+        return compose.render(prof, image=o.image)
     if target == "hosts":
         return hosts.render(prof)
     if target in ("k8s", "k8s-lws"):
-        pairs = [item.partition("=") for item in node_selector or []]
-        if any(not key or not eq for key, eq, _ in pairs):
-            raise typer.BadParameter("give KEY=VALUE", param_hint="'--node-selector'")
-        selector = {key: value for key, _, value in pairs}
         renderer = k8s.render if target == "k8s" else k8s_lws.render
-        return renderer(prof, image=image, existing_claim=existing_claim,
-                        runtime_class=runtime_class, node_selector=selector)  # fmt: skip
+        return renderer(prof, image=o.image, existing_claim=o.existing_claim,
+                        runtime_class=o.runtime_class, node_selector=o.selector())  # fmt: skip
     assert choice is not None
     if target == "hf-space":
-        return hf_space.render(prof, choice, image=image)
+        return hf_space.render(prof, choice, image=o.image)
     if target == "hf-endpoint":
-        return hf_endpoint.render(prof, choice, image=image, name=name, repository=repository,
-                                  vendor=vendor, region=region, instance_type=instance_type,
-                                  min_replica=min_replicas,
-                                  max_replica=max(max_replicas or 1, min_replicas, 1))  # fmt: skip
-    return skyserve.render(prof, choice, image=image, min_replicas=min_replicas,
-                           max_replicas=max_replicas, target_qps=target_qps)  # fmt: skip
+        most = max(o.max_replicas or 1, o.min_replicas, 1)
+        return hf_endpoint.render(prof, choice, image=o.image, name=o.name,
+                                  repository=o.repository, vendor=o.vendor, region=o.region,
+                                  instance_type=o.instance_type, min_replica=o.min_replicas,
+                                  max_replica=most)  # fmt: skip
+    return skyserve.render(prof, choice, image=o.image, min_replicas=o.min_replicas,
+                           max_replicas=o.max_replicas, target_qps=o.target_qps)  # fmt: skip
