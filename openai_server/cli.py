@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import typer
 
@@ -18,18 +18,12 @@ from . import loader, render
 from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
 from .clients import commands as clients_commands
 from .deploy import commands as deploy_commands
-from .errors import NotReady, RefusedError, ServeError
+from .errors import NotReady
 from .launch.options import Timing
 from .multicast import all_reduce
 from .preflight import commands as preflight_commands
-from .profile import BUILTIN_MODEL_PREFIX, Profile
+from .profile import Profile
 from .rehearse import commands as rehearse_commands
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from .launch.options import LaunchOptions
-    from .launch.reporter import Reporter
 
 DEFAULTS = Timing()  # the launcher's timing defaults, defined once (launch/options.py)
 
@@ -264,131 +258,19 @@ def launch_cmd(
 
     Over several nodes: the same command on every node with its --node-rank and --head-address;
     node 0 waits until all have joined, then serves."""
-    from . import tiny
-    from .launch.entry import options_for
-    from .launch.reporter import Reporter
-    from .launch.supervisor import run
-    from .preflight.flags import target_vllm
+    from .launching import LaunchRequest, launch
 
     resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
-    prof = resolved.profile
-    head = _node_role(prof, node_rank, head_address)
-    if not no_check:
-        hardware = preflight_commands.before_launch(prof, python=sys.executable)
-        if head is not None:
-            assert node_rank is not None
-            preflight_commands.before_node(
-                prof, rank=node_rank, control_port=control_port, hardware=hardware
-            )
-    opts = options_for(
-        prof,
-        os.environ,
-        timing=Timing(
-            ready_timeout=ready_timeout,
-            stall_timeout=stall_timeout,
-            grace=grace,
-            health_interval=health_interval,
-            deep_probe_interval=deep_probe_interval,
-            deep_probe_timeout=deep_probe_timeout,
-        ),
-        restart_limit=restart_limit,
-        ready_file=ready_file,
-    )
-    if prof.model.startswith(BUILTIN_MODEL_PREFIX):
-        tiny.ensure()
-    # --no-check runs nothing before the server: another interpreter's vLLM stays unknown
-    vllm = target_vllm(prof.python or sys.executable, may_run=not no_check)
-    mode = Reporter.mode_for(log_format, verbose=verbose, tty=sys.stdout.isatty())
-    log = log_file.open("a", buffering=1) if log_file else None
-    ui = Reporter(mode, verbose=verbose, log_file=log)
     origin = loader.display(resolved.path) if resolved.path else profile_ref(profile)
-    on_ready = (
-        (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, opts.api_key))
-        if smoke
-        else None
-    )
-    if head is not None:
-        assert node_rank is not None
-        try:
-            _launch_node(prof, opts, ui, origin, vllm, node_rank, head, join_timeout, control_port,
-                         on_ready)  # fmt: skip
-        finally:
-            if log is not None:
-                log.close()
-        return
-    command = render.render(prof, python=sys.executable, vllm=vllm, environ=os.environ)
-    ui.event("command", f"profile {origin}: {command.shell_line()}", argv=command.argv)
-    try:
-        run(command, opts, ui, on_ready=on_ready)
-    except ServeError as e:
-        if e.detail:
-            ui.detail("relevant lines of the server's output", e.detail)
-            e.detail = []
-        raise
-    finally:
-        if log is not None:
-            log.close()
-
-
-def _node_role(prof: Profile, node_rank: int | None, head_address: str | None) -> str | None:
-    """The head's address when this launch is one node of several, None for a single node;
-    RefusedError (one line) when the options and the profile disagree."""
-    nodes = prof.plan.nodes
-    if nodes == 1:
-        if node_rank is not None or head_address is not None:
-            raise RefusedError("launch: --node-rank/--head-address: the profile runs on one node "
-                               "(nodes: 1); fix: drop them, or set nodes")  # fmt: skip
-        return None
-    if node_rank is None:
-        raise RefusedError(
-            f"launch: nodes: {nodes}: run `serve launch --node-rank R --head-address HOST` on "
-            f"each of the {nodes} nodes (R = 0 on the head, which serves the API)"
-        )
-    if node_rank >= nodes:
-        raise RefusedError(f"launch: --node-rank {node_rank}: the profile has {nodes} nodes "
-                           f"(ranks 0 to {nodes - 1})")  # fmt: skip
-    head = head_address or prof.master_addr or prof.data_parallel_address
-    if not head:
-        raise RefusedError(
-            "launch: --head-address: node 0's address is needed on every node (the profile sets "
-            "neither master_addr nor data_parallel_address); fix: --head-address HOST"
-        )
-    return head
-
-
-def _launch_node(
-    prof: Profile,
-    opts: LaunchOptions,
-    ui: Reporter,
-    origin: str,
-    vllm: tuple[str, str] | None,
-    rank: int,
-    head: str,
-    join_timeout: float,
-    control_port: int,
-    on_ready: Callable[[], None] | None,
-) -> None:
-    from . import nodes
-    from .launch import node
-
-    spec = nodes.spec(prof, rank=rank, head=head, python=sys.executable, vllm=vllm,
-                      environ=os.environ, control_port=control_port)  # fmt: skip
-    for part in (spec.ray, spec.server):
-        if part is not None:
-            ui.event("command", f"profile {origin}, node {rank}: {part.shell_line()}",
-                     argv=part.argv)  # fmt: skip
-    try:
-        if rank == 0:
-            node.run_head(spec, opts, ui, join_timeout, on_ready)
-        else:
-            node.run_worker(spec, opts, ui, join_timeout)
-    except ServeError as e:
-        if e.detail:
-            ui.detail("relevant lines of the output", e.detail)
-            e.detail = []
-        raise
-    finally:
-        ui.close()
+    timing = Timing(ready_timeout=ready_timeout, stall_timeout=stall_timeout, grace=grace,
+                    health_interval=health_interval, deep_probe_interval=deep_probe_interval,
+                    deep_probe_timeout=deep_probe_timeout)  # fmt: skip
+    launch(LaunchRequest(
+        resolved.profile, origin, timing, restart_limit=restart_limit, ready_file=ready_file,
+        log_format=log_format, verbose=verbose, log_file=log_file, check=not no_check,
+        smoke=smoke, node_rank=node_rank, head_address=head_address,
+        join_timeout=join_timeout, control_port=control_port,
+    ))  # fmt: skip
 
 
 # The whole command surface, in one place. Heavy imports stay inside the commands.

@@ -41,6 +41,9 @@ NEXT = {
 }
 
 
+OUT = Path("deploy")
+
+
 def deploy_cmd(
     profile: ProfileOpt = None,
     set_: SetOpt = None,
@@ -54,9 +57,7 @@ def deploy_cmd(
             "endpoint.json + apply.py (create_inference_endpoint); skyserve: service.yaml"
         ),
     ] = "compose",
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory to write into")] = Path(
-        "deploy"
-    ),
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory to write into")] = OUT,
     gpu: Annotated[
         str | None,
         typer.Option(
@@ -108,6 +109,19 @@ def deploy_cmd(
 ) -> None:
     """Render deployment files for a profile (after the same preflight as launch)."""
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
+    options = TargetOptions(image=image, existing_claim=existing_claim,
+                            runtime_class=runtime_class, node_selector=node_selector or [],
+                            name=name, repository=repository, vendor=vendor, region=region,
+                            instance_type=instance_type, min_replicas=min_replicas,
+                            max_replicas=max_replicas, target_qps=target_qps)  # fmt: skip
+    deploy(prof, target, out, gpu=gpu, vllm_version=vllm_version, options=options)
+
+
+def deploy(
+    prof: Profile, target: TargetName, out: Path, *, gpu: str | None, vllm_version: str,
+    options: TargetOptions,
+) -> None:  # fmt: skip
+    """The preflight (a rented target: the GPU chosen among its offers), then the files."""
     rented = target in RENTED
     refuse_node_count(prof, target)
     if target == "hf-space":
@@ -122,11 +136,6 @@ def deploy_cmd(
         offers = RENTED[target](gpus_needed(prof))
         choice = choose(prof, offers, target=target, gpu_spec=gpu, vllm_version=vllm_version)
         print(f"serve: deploy: {choice.note}")
-    options = TargetOptions(image=image, existing_claim=existing_claim,
-                            runtime_class=runtime_class, node_selector=node_selector or [],
-                            name=name, repository=repository, vendor=vendor, region=region,
-                            instance_type=instance_type, min_replicas=min_replicas,
-                            max_replicas=max_replicas, target_qps=target_qps)  # fmt: skip
     files = _render(prof, target, choice, options)
     out.mkdir(parents=True, exist_ok=True)
     for file, text in files.items():
