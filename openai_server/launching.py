@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -80,16 +81,23 @@ def launch(req: LaunchRequest) -> None:
             return
         command = render.render(prof, python=sys.executable, vllm=vllm, environ=os.environ)
         ui.event("command", f"profile {req.origin}: {command.shell_line()}", argv=command.argv)
-        try:
+        with details_shown(ui, "relevant lines of the server's output"):
             run(command, opts, ui, on_ready=on_ready)
-        except ServeError as e:
-            if e.detail:
-                ui.detail("relevant lines of the server's output", e.detail)
-                e.detail = []
-            raise
     finally:
         if log is not None:
             log.close()
+
+
+@contextmanager
+def details_shown(ui: Reporter, title: str) -> Iterator[None]:
+    """A failure's relevant output lines go to the reporter (once), its one line to the CLI."""
+    try:
+        yield
+    except ServeError as e:
+        if e.detail:
+            ui.detail(title, e.detail)
+            e.detail = []
+        raise
 
 
 def node_role(prof: Profile, node_rank: int | None, head_address: str | None) -> str | None:
@@ -139,14 +147,10 @@ def launch_node(
             ui.event("command", f"profile {origin}, node {rank}: {part.shell_line()}",
                      argv=part.argv)  # fmt: skip
     try:
-        if rank == 0:
-            node.run_head(spec, opts, ui, req.join_timeout, on_ready)
-        else:
-            node.run_worker(spec, opts, ui, req.join_timeout)
-    except ServeError as e:
-        if e.detail:
-            ui.detail("relevant lines of the output", e.detail)
-            e.detail = []
-        raise
+        with details_shown(ui, "relevant lines of the output"):
+            if rank == 0:
+                node.run_head(spec, opts, ui, req.join_timeout, on_ready)
+            else:
+                node.run_worker(spec, opts, ui, req.join_timeout)
     finally:
         ui.close()
