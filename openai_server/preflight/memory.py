@@ -86,14 +86,10 @@ UNSEEN_BYTES = GiB // 4
 GRAPH_FIRST_BASE_BYTES = 16 * MiB  # first capture: 16 MiB + 0.15625 MiB per token of the largest
 GRAPH_FIRST_PER_SIZE_BYTES = int(0.15625 * MiB)
 GRAPH_PER_GRAPH_BYTES = 4 * MiB
-# Architectures whose KV budget vLLM 0.26 does not reduce by a CUDA-graph estimate. Its worker
-# (v1/worker/gpu_worker.py, determine_available_memory) subtracts the model runner's estimate;
-# the V2 runner, the default for dense non-hybrid generative models there
-# (config/vllm.py, _is_default_v2_model_runner_model), gives none
-# (v1/worker/gpu/model_runner.py, profile_cudagraph_memory returns 0; "0.0 GiB for CUDAGraph
-# memory" in the log). Seen on an H100: Llama, Qwen2, Mistral, Gemma 2. The Phi-3 runs on an
-# H200 took the V1 runner's estimate off, so an architecture not seen keeps it: the safe side.
-# (config/vllm.py, DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES: DeepSeek V3 is not among them)
+# The mixture-of-experts architectures vLLM 0.26 runs on its V2 model runner, which takes no
+# CUDA-graph estimate from the KV budget (v1/worker/gpu/model_runner.py, profile_cudagraph_memory
+# returns 0) and samples with less memory (config/vllm.py, DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES:
+# DeepSeek V3 is not among them). Dense models: see v1_runner.
 V2_RUNNER_MOE_ARCHITECTURES = {"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM",
                                "GraniteMoeForCausalLM"}  # fmt: skip
 # Measured on an H200 with vLLM 0.26.0 (2026-12-02, dummy weights, utilization 0.90, 8192
@@ -102,12 +98,6 @@ V2_RUNNER_MOE_ARCHITECTURES = {"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM",
 # (1024 x 201,088: 15.0 bytes each); the larger is kept.
 SAMPLER_BYTES_PER_LOGIT = 18.5
 MOE_GRAPH_PER_GRAPH_LAYER_BYTES = int(0.15 * MiB)
-V2_RUNNER_ARCHITECTURES = {
-    "LlamaForCausalLM",
-    "Qwen2ForCausalLM",
-    "MistralForCausalLM",
-    "Gemma2ForCausalLM",
-}
 
 
 @dataclass(frozen=True)

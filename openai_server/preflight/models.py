@@ -351,15 +351,17 @@ def find(
 ) -> Shape | None:
     """The shape of `model` (local dir, HF cache at `revision`, built-in table), or None.
 
-    `network`: where the checkpoint is not on this host, its weights are counted from the Hub's
-    safetensors headers (HTTP range requests; `serve check --hub`)."""
+    The weights are the exact bytes of the checkpoint's safetensors headers where it is at hand
+    (checkpoint.find: the local directory, the Hugging Face cache at `revision`; with `network`,
+    the Hub's headers over HTTP range requests, `serve check --hub`)."""
     shape = _find(model, revision, cache_dir)
-    if shape is None or not network or shape.exact_weights is not None:
+    if shape is None or model.startswith(BUILTIN_MODEL_PREFIX):
         return shape
     from . import checkpoint
 
     try:
-        found = checkpoint.from_hub(model, revision, shape.layers)
+        found = checkpoint.find(model, revision, shape.layers, network=network,
+                                cache_dir=cache_dir)  # fmt: skip
     except checkpoint.Unreadable as e:  # not counted: said, and the config's count stands
         return replace(shape, weights_source=f"{shape.weights_source or shape.source} ({e})")
     if found is None:
@@ -381,21 +383,5 @@ def _find(model: str, revision: str | None, cache_dir: str | Path | None) -> Sha
             shape = from_config(config, str(config_path), known.params if known else None)
         except (OSError, ValueError, KeyError, TypeError):
             return known  # an unreadable config falls back to the table
-        return with_checkpoint(shape, model, revision, cache_dir, config_path)
-    return known
-
-
-def with_checkpoint(
-    shape: Shape, model: str, revision: str | None, cache_dir: str | Path | None, config: Path
-) -> Shape:
-    """The shape with the exact bytes of its safetensors, where they lie beside its config.json
-    (a local directory, or the same Hugging Face cache snapshot)."""
-    from . import checkpoint
-
-    try:
-        found = checkpoint.from_directory(config.parent, shape.layers)
-    except (OSError, ValueError):
-        found = None  # a corrupt or partial checkpoint: counted from config.json instead
-    if found is None:
         return shape
-    return replace(shape, exact_weights=found, weights_source=found.source)
+    return known
