@@ -653,6 +653,7 @@ def test_serve_check_says_the_weights_came_from_the_safetensors_headers(tmp_path
     profile.write_text(f"model: {model}\ndtype: bfloat16\nmax_model_len: 1024\n")
     done = CliRunner().invoke(app, ["check", "-p", str(profile), "--gpu", "L4", "--json"])
     report = json.loads(done.stdout)
-    assert report["weights_bytes"] == nbytes(llama())
+    # the headers' bytes, and vLLM's RoPE cache beside them (2048 positions x 16 dims, bf16)
+    assert report["weights_bytes"] == nbytes(llama()) + 2048 * 16 * 2
     model_line = next(c for c in report["checks"] if c["name"] == "model")
     assert "weights from safetensors headers" in model_line["reason"]

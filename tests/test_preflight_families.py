@@ -120,36 +120,52 @@ def test_fp8_at_load_halves_the_linear_layers_only():
     assert fp8 == pytest.approx(embeddings + (bf16 - embeddings) / 2, rel=0.001)
 
 
-# ---- vLLM 0.26.0 on one H200, 2026-12-02 (docs/vllm-facts.md): dummy weights, 8192 batched
-# tokens, 1024 sequences (vLLM's defaults there), max_model_len 32768, utilization 0.90
+# ---- vLLM 0.26.0 on one H200, 2026-12-02 (docs/vllm-facts.md): dummy weights, 1024 sequences;
+# max_model_len 32768, utilization 0.90 and 8192 batched tokens (vLLM's defaults there) unless
+# the case says otherwise. Raw reports: benchmarks/results/h200-families-2026-12-02/.
 MEASURED = {
-    # name: (vLLM's "Model loading took", "Available KV cache memory", "GPU KV cache size",
-    #        "Maximum concurrency")
-    "qwen3-30b-a3b": (56.88, 65.38, 714_128, 21.79),
-    "gpt-oss-20b": (13.03, 109.11, 3_168_732, 96.70),
-}
+    # case: (fixture, settings, vLLM's "Model loading took", "Available KV cache memory",
+    #        "GPU KV cache size", "Maximum concurrency")
+    "qwen3-moe-u090": ("qwen3-30b-a3b", settings(0.90, 32768), 56.88, 65.38, 714_128, 21.79),
+    "gpt-oss-mxfp4-u090": ("gpt-oss-20b", settings(0.90, 32768), 13.03, 109.11, 3_168_732, 96.70),
+    # MLA on the V2 runner: the fused-MoE workspaces were 0.34 GiB vLLM had and the dense fit not
+    "deepseek-mla-u090": ("deepseek-v2-lite", settings(0.90, 32768), 29.34, 95.16, 3_285_008,
+                          100.25),
+    # five sliding layers in six, window 1024; the RoPE caches are 0.56 GiB of the weights
+    "gemma3-swa-u090": ("gemma-3-12b", settings(0.90, 32768), 22.62, 100.98, 452_218, 13.80),
+    "gemma3-swa-b2048": ("gemma-3-12b", settings(0.50, 8192, batched=2048), 22.62, 45.15,
+                         178_912, 21.84),
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", list(MEASURED))
-def test_prediction_within_one_percent_and_never_above_vllm(name):
-    weights, _, tokens, concurrency = MEASURED[name]
-    f = memory.fit(shape(name), settings(0.90, 32768), H200)
+@pytest.mark.parametrize("case", list(MEASURED))
+def test_prediction_within_one_percent_and_never_above_vllm(case):
+    name, s, weights, _, tokens, concurrency = MEASURED[case]
+    f = memory.fit(shape(name), s, H200)
     assert f.weights_bytes / GiB == pytest.approx(weights, rel=0.02)
     assert tokens * 0.99 <= f.kv_cache_tokens <= tokens
     assert concurrency * 0.99 <= f.max_concurrency <= concurrency
 
 
-@pytest.mark.parametrize("name", list(MEASURED))
-def test_kv_layout_turns_vllms_own_kv_memory_into_its_own_token_count(name):
+@pytest.mark.parametrize("case", list(MEASURED))
+def test_kv_layout_turns_vllms_own_kv_memory_into_its_own_token_count(case):
     """Given vLLM's available KV memory, the KV-cache layout alone gives vLLM's token count and
     concurrency exactly: the hybrid groups (gpt-oss: 12 sliding + 12 full layers, window 128,
-    two batches in flight) are vLLM's."""
-    _, kv_gib, tokens, concurrency = MEASURED[name]
-    s = settings(0.90, 32768)
+    two batches in flight; Gemma 3: 40 sliding + 8 full, window 1024) and the MLA latent are
+    vLLM's."""
+    name, s, _, kv_gib, tokens, concurrency = MEASURED[case]
     lay = memory.kvcache.layout(memory.kv_layers(shape(name), s))
-    cap = memory.kvcache.capacity(lay, int(kv_gib * GiB), 32768, memory.in_flight_tokens(s))
+    cap = memory.kvcache.capacity(lay, int(kv_gib * GiB), s.max_model_len,
+                                  memory.in_flight_tokens(s))  # fmt: skip
     assert cap.tokens == pytest.approx(tokens, rel=2e-4)  # vLLM rounds the GiB it prints
     assert cap.max_concurrency == pytest.approx(concurrency, abs=0.01)
+
+
+def test_gemma3_rope_caches_are_half_a_gib_of_its_weights():
+    """vLLM keeps a cos/sin cache per RoPE: Gemma 3's global one covers 131,072 x 8 positions
+    (linear scaling) x 256 dims, its local one 131,072 x 256, in bf16."""
+    assert shape("gemma-3-12b").rope_cache * 2 == (131072 * 8 + 131072) * 256 * 2
+    assert shape("qwen3-30b-a3b").rope_cache == 40960 * 128
 
 
 def test_a_30b_moe_is_refused_on_an_l40s():

@@ -151,15 +151,17 @@ def weights_bytes(shape: Shape, s: Settings) -> int:
     parameter counts by kind: linear layers and experts at the quantization's bits (the
     checkpoint's own quantization_config, else the profile's method applied at load), embeddings,
     LM head, routers and norms in the model's dtype. Tensor parallel splits all but routers and
-    norms; experts are split the same way under expert parallel.
+    norms; experts are split the same way under expert parallel. vLLM's RoPE caches are added:
+    they are allocated with the weights.
     """
     split = s.tensor_parallel_size * s.pipeline_parallel_size
+    rope = shape.rope_cache * s.dtype_bytes  # buffers on every GPU, not split
     exact = shape.exact_weights
     if exact is not None:
         fp8 = s.quantization in quantization.AT_LOAD_BITS and shape.quant is None
         loaded = exact.loaded_bytes(tie_word_embeddings=shape.tied_embeddings,
                                     serve_vision=s.serve_vision, fp8_at_load=fp8)  # fmt: skip
-        return int((loaded + mla_copies(shape) * s.dtype_bytes) / split)
+        return int((loaded + mla_copies(shape) * s.dtype_bytes) / split + rope)
     p = shape.param_counts()
     d = s.dtype_bytes
     q = shape.quant or quantization.at_load(s.quantization)
@@ -174,7 +176,7 @@ def weights_bytes(shape: Shape, s: Settings) -> int:
               + (p.vision * d if s.serve_vision else 0))  # fmt: skip
     whole = p.replicated * d
     tp = s.tensor_parallel_size
-    return int((parted / tp + whole) / s.pipeline_parallel_size)
+    return int((parted / tp + whole) / s.pipeline_parallel_size + rope)
 
 
 def mla_copies(shape: Shape) -> int:
@@ -242,10 +244,25 @@ def activation_bytes(shape: Shape, s: Settings) -> int:
         inter = shape.intermediate / tp
     per_token = ACT_PER_TOKEN_INTERMEDIATE * inter + ACT_PER_TOKEN_HIDDEN * shape.hidden
     lm_head = shape.vocab * shape.hidden * s.dtype_bytes / tp
-    forward = max(ACT_BASE_BYTES + tokens * per_token * 2, lm_head + LM_HEAD_EXTRA_BYTES)
+    forward = max(ACT_BASE_BYTES + tokens * per_token * 2 + moe_workspace_bytes(shape, s),
+                  lm_head + LM_HEAD_EXTRA_BYTES)  # fmt: skip
     if not v1_runner(shape):
         return int(forward)
     return int(max(forward, SAMPLER_BYTES_PER_LOGIT * s.max_num_seqs * shape.vocab))
+
+
+def moe_workspace_bytes(shape: Shape, s: Settings) -> int:
+    """The fused-MoE kernel's buffers for one pass over max_num_batched_tokens: two
+    (tokens, top-k, max(width, hidden)) workspaces (width: the expert's intermediate size, then
+    gate and up together) and a (tokens, hidden) output (vLLM's fused_moe TritonExperts
+    .workspace_shapes). DeepSeek-V2-Lite on an H200 (vLLM 0.26.0, V2 runner, 8192 batched
+    tokens) peaked 0.34 GiB above the dense fit; these buffers are 0.48 GiB."""
+    if shape.moe is None:
+        return 0
+    m = shape.moe
+    width = m.intermediate // s.tensor_parallel_size
+    per_token = m.active * (max(width, shape.hidden) + max(2 * width, shape.hidden)) + shape.hidden
+    return s.max_num_batched_tokens * per_token * s.dtype_bytes
 
 
 def v1_runner(shape: Shape) -> bool:

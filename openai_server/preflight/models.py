@@ -47,6 +47,7 @@ class Shape:
     quant: Quant | None = None  # the checkpoint's own quantization_config
     weights_source: str = ""  # where the weight figure comes from, said by `serve check`
     exact_weights: Summary | None = None  # the safetensors headers' bytes, where read
+    rope_cache: int = 0  # elements of vLLM's RoPE caches (architecture.rope_cache_elements)
 
     @property
     def state_space(self) -> bool:
@@ -326,6 +327,7 @@ def from_config(config: dict[str, Any], source: str, params: int | None = None) 
         window=window,
         quant=architecture.quant_of(config),
         weights_source="config.json",
+        rope_cache=architecture.rope_cache_elements(c, head_dim),
     )
 
 
