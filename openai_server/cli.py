@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from . import loader, render
+from . import loader, ports, render
 from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
 from .clients import commands as clients_commands
 from .deploy import commands as deploy_commands
@@ -252,7 +252,7 @@ def launch_cmd(
     ] = 600.0,
     control_port: Annotated[
         int, typer.Option(help="nodes > 1: the port the head's launcher listens on for the others")
-    ] = 29_499,
+    ] = ports.CONTROL,
 ) -> None:
     """Validate, check, render, start and supervise the server until it is stopped or fails.
 

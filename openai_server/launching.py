@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from . import render
+from . import ports, render
 from .errors import RefusedError, ServeError
 from .launch.options import Timing
 from .profile import BUILTIN_MODEL_PREFIX, Profile
@@ -40,7 +40,7 @@ class LaunchRequest:
     node_rank: int | None = None
     head_address: str | None = None
     join_timeout: float = 600.0
-    control_port: int = 29_499
+    control_port: int = ports.CONTROL
 
 
 def launch(req: LaunchRequest) -> None:
@@ -84,6 +84,7 @@ def launch(req: LaunchRequest) -> None:
         with details_shown(ui, "relevant lines of the server's output"):
             run(command, opts, ui, on_ready=on_ready)
     finally:
+        ui.close()  # the live status line ends here, once, whatever ran under it
         if log is not None:
             log.close()
 
@@ -146,11 +147,8 @@ def launch_node(
         if part is not None:
             ui.event("command", f"profile {origin}, node {rank}: {part.shell_line()}",
                      argv=part.argv)  # fmt: skip
-    try:
-        with details_shown(ui, "relevant lines of the output"):
-            if rank == 0:
-                node.run_head(spec, opts, ui, req.join_timeout, on_ready)
-            else:
-                node.run_worker(spec, opts, ui, req.join_timeout)
-    finally:
-        ui.close()
+    with details_shown(ui, "relevant lines of the output"):
+        if rank == 0:
+            node.run_head(spec, opts, ui, req.join_timeout, on_ready)
+        else:
+            node.run_worker(spec, opts, ui, req.join_timeout)

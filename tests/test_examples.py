@@ -1,6 +1,6 @@
 """The OpenAI-compatible client examples run against the real tiny vLLM server and stream text.
 
-(The custom server's clients, examples/sse_*_client.py, are run by tests/test_custom_server_e2e.py.)
+(The custom server's clients, examples/sse_*_client.py, are run by tests/custom/test_e2e.py.)
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import HeadLost
+
 HEARTBEAT_S = 1.0
 PEER_TIMEOUT_S = 15.0
 HELLO_TIMEOUT_S = 10.0
@@ -299,10 +301,6 @@ class Head:
         with contextlib.suppress(OSError):
             self._server.close()
         self.reform({"stop": why, "failed": failed})
-
-
-class HeadLost(GroupError):
-    """The head's launcher went away (or never came)."""
 
 
 @dataclass

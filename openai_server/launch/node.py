@@ -288,9 +288,9 @@ def run_worker(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: 
                          f"{spec.rank} of {spec.nodes}", phase="join")  # fmt: skip
                 try:
                     member.join(time.monotonic() + join_timeout, stop.event)
-                except group.HeadLost as e:
-                    stop.check()
-                    raise HeadLost(str(e)) from None
+                except HeadLost:
+                    stop.check()  # a stop asked for meanwhile is the reason, not the head
+                    raise
                 except group.GroupError as e:
                     raise RefusedError(str(e)) from None
                 ui.event("phase", f"joined; waiting for the other nodes (node {spec.rank} of "
@@ -305,10 +305,7 @@ def run_worker(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: 
 
 def _next(member: group.Member, stop: StopRequest) -> dict[str, object] | None:
     stop.check()
-    try:
-        return member.next(POLL_S)
-    except group.HeadLost as e:
-        raise HeadLost(str(e)) from None
+    return member.next(POLL_S)
 
 
 def _await_start(member: group.Member, stop: StopRequest, ui: Reporter) -> bool:

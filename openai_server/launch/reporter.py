@@ -78,6 +78,11 @@ class Reporter:
         if self._status is not None:
             self._status.update(text)
 
+    @property
+    def live(self) -> bool:
+        """Whether the live status line is up (rich mode, until close())."""
+        return self._status is not None
+
     def detail(self, title: str, lines: list[str]) -> None:
         """Lines that explain a failure (always shown: on stderr, or as a JSON event)."""
         if not lines:

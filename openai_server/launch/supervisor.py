@@ -264,7 +264,8 @@ def run(
     `stop`: what the loops check between probes (a node group's adds its nodes' departures).
 
     Returns only by raising: Interrupted for a requested stop, another ServeError for a failure,
-    StopIncomplete when the stop itself left a process or GPU memory behind."""
+    StopIncomplete when the stop itself left a process or GPU memory behind. `ui` stays open: its
+    creator closes it (a node group's head calls run() once per generation of the group)."""
     stop = stop or StopRequest()
     env = command.environment(os.environ if environ is None else environ)
     restarts = Restarts(opts.restart)
@@ -301,7 +302,6 @@ def run(
             guardian.close()
             if opts.ready_file:
                 opts.ready_file.unlink(missing_ok=True)
-            ui.close()
 
 
 def _serve(

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from .. import loader
+from .. import ports as default_ports
 from ..cli_common import ProfileOpt, SetOpt, profile_ref
 from ..errors import ProfileError, RefusedError
 from ..profile import BUILTIN_MODEL_PREFIX, Profile
@@ -84,9 +85,11 @@ def before_node(profile: Profile, *, rank: int, control_port: int, hardware: gpu
         ports["the API port"] = profile.effective_port
         ports["the head's control port"] = control_port
         if profile.distributed_executor_backend == "ray":
-            ports["Ray's head port"] = 6379
+            ports["Ray's head port"] = default_ports.RAY_GCS
         elif profile.plan.nnodes_launcher:
-            ports["master_port (torch.distributed's rendezvous)"] = profile.master_port or 29_501
+            ports["master_port (torch.distributed's rendezvous)"] = (
+                profile.master_port or default_ports.MASTER
+            )
     facts = node.NodeFacts(
         rank=rank,
         gpus_per_node=profile.plan.gpus_per_node,

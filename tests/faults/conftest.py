@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-
-import pytest
 
 from openai_server.errors import ExitCode
-from tests.conftest import Spawned, assert_nothing_left
+from tests.conftest import FAULT_TIMES, Spawned, assert_nothing_left
 
-TIMINGS: list[tuple[str, float, int]] = []
-OUT = Path(__file__).resolve().parents[2] / "benchmarks" / "out" / "fault-detection.json"
+# Each record is a line appended to FAULT_TIMES (the tests run in several pytest-xdist workers);
+# tests/conftest.py gathers them at the end of the run.
 
 
 def record(fault: str, seconds: float, exit_code: int) -> None:
-    TIMINGS.append((fault, round(seconds, 2), exit_code))
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not TIMINGS:
-        return
-    terminalreporter.section("fault detection times")
-    for fault, seconds, code in TIMINGS:
-        terminalreporter.write_line(f"{fault:<48} exit {code:<4} detected in {seconds:6.2f} s")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps([dict(zip(("fault", "seconds", "exit_code"), t, strict=True))
-                               for t in TIMINGS], indent=2))  # fmt: skip
+    FAULT_TIMES.parent.mkdir(parents=True, exist_ok=True)
+    with FAULT_TIMES.open("a") as f:
+        f.write(json.dumps({"fault": fault, "seconds": round(seconds, 2), "exit_code": exit_code})
+                + "\n")  # fmt: skip
 
 
 def expect_fault(

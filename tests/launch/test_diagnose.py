@@ -22,7 +22,7 @@ def diagnose(lines: list[str], **kw: Any) -> diagnose_mod.Diagnosis | None:
     return diagnose_mod.diagnose(lines, **{"profile_keys": PROFILE_KEYS, **kw})
 
 
-LOGS = Path(__file__).resolve().parent / "faults" / "logs"
+LOGS = Path(__file__).resolve().parents[1] / "faults" / "logs"
 
 
 def log(name: str) -> list[str]:

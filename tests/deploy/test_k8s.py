@@ -16,7 +16,7 @@ from openai_server.deploy import budgets, k8s
 from openai_server.launch.options import Timing
 from tests.conftest import ecosystem_validator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "examples" / "deploy" / "k8s"
 GOLDEN_PROFILES = ("phi3-t4", "h100-tp2")
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from openai_server.command import Command
-from openai_server.errors import ExitCode, Interrupted, StopIncomplete
+from openai_server.errors import ExitCode, Interrupted, StartFailed, StopIncomplete
 from openai_server.launch import gpu_release, supervisor
 from openai_server.launch.guardian import Guardian
 from openai_server.launch.options import LaunchOptions, Timing
@@ -105,6 +105,24 @@ def test_json_failure_detail_goes_to_the_reporters_stream(
 )
 def test_reporter_mode(log_format: str, verbose: bool, tty: bool, mode: str) -> None:
     assert Reporter.mode_for(log_format, verbose=verbose, tty=tty) == mode  # type: ignore[arg-type]
+
+
+def test_the_status_line_outlives_a_run_so_a_group_restart_keeps_it() -> None:
+    """A node group's head calls run() once per generation of the group with its one reporter:
+    a run that ends (here: a server that exits before ready) leaves the live line to the
+    reporter's creator, and the next generation's phases still reach it."""
+    out = io.StringIO()
+    ui = Reporter("rich", out=out)
+    opts = LaunchOptions("http://127.0.0.1:9", "m", timing=Timing(grace=2))
+    exits = Command([sys.executable, "-c", "raise SystemExit(3)"])
+    for generation in (1, 2):
+        with pytest.raises(StartFailed):
+            supervisor.run(exits, opts, ui)
+        assert ui.live, f"the status line was closed by run() in generation {generation}"
+        ui.status(f"generation {generation + 1}: starting")
+    ui.close()
+    assert not ui.live
+    assert out.getvalue().count("started the server") == 2, out.getvalue()
 
 
 def test_the_supervisor_side_never_imports_the_profile_or_the_loader() -> None:

@@ -21,8 +21,8 @@ import pytest
 
 from tests.conftest import free_port
 
-FAKE_PYTHON = Path(__file__).resolve().parent / "faults" / "fake-python"
-LOGS = Path(__file__).resolve().parent / "faults" / "logs"
+FAKE_PYTHON = Path(__file__).resolve().parent / "fake-python"
+LOGS = Path(__file__).resolve().parent / "logs"
 
 
 class Fake:
@@ -195,7 +195,10 @@ def test_sigterm_stops_it_unless_ignored(start: Starter) -> None:
 def test_spawned_engine_is_named_like_vllms_and_can_ignore_sigterm(start: Starter) -> None:
     f = start("--spawn-engine --engine-ignores-sigterm")
     f.wait_bound()
-    engines = [p for p in f.group() if p.name().startswith("VLLM::EngineCor")]
+    deadline = time.monotonic() + 10  # the engine renames itself after its start: poll for it
+    while not (engines := [p for p in f.group() if p.name().startswith("VLLM::EngineCor")]):
+        assert time.monotonic() < deadline, [p.name() for p in f.group()]
+        time.sleep(0.05)
     assert len(engines) == 1 and engines[0].pid != f.proc.pid
     f.proc.send_signal(signal.SIGTERM)
     assert f.proc.wait(5) == 0

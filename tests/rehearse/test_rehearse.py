@@ -13,7 +13,7 @@ from openai_server import loader
 from openai_server.errors import RefusedError
 from openai_server.preflight import calibration, models
 from openai_server.rehearse import run, shape
-from tests.conftest import SERVE, vllm_installed
+from tests.conftest import EAGER, SERVE, vllm_installed
 
 
 def test_a_table_model_gets_its_shape_and_a_tokenizer_of_its_vocabulary(tmp_path: Path) -> None:
@@ -194,8 +194,8 @@ def test_calibration_keeps_the_largest_overhead_per_key(tmp_path: Path) -> None:
 @pytest.mark.e2e
 @pytest.mark.skipif(not vllm_installed(), reason="vLLM is not installed: run `make install`")
 def test_rehearse_tiny_cpu_end_to_end() -> None:
-    done = subprocess.run([*SERVE, "rehearse", "-p", "tiny-cpu", "--bench-prompts", "4", "--json"],
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    cmd = [*SERVE, "rehearse", "-p", "tiny-cpu", *EAGER[False], "--bench-prompts", "4", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = json.loads(done.stdout)
     (start,) = out["starts"]

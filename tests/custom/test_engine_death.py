@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ROOT, SERVE, free_port, group_members, requires_vllm
+from tests.conftest import EAGER, ROOT, SERVE, free_port, group_members, requires_vllm
 
 pytestmark = [pytest.mark.e2e, requires_vllm]
 
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e, requires_vllm]
 def test_engine_death_after_ready_makes_the_custom_server_exit_1(tmp_path: Path) -> None:
     port = free_port()
     rendered = subprocess.run(
-        [*SERVE, "render", "-p", "tiny-cpu", "--set", "server=custom", "--set", f"port={port}",
+        [*SERVE, "render", "-p", "tiny-cpu", "--set", "server=custom", "--set", f"port={port}", *EAGER[False],
          "--format", "json"],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip

@@ -26,7 +26,7 @@ from openai_server.launch.options import Timing
 from tests.conftest import ecosystem_validator
 from tests.helpers import crd_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "tests" / "schemas" / "leaderworkerset.x-k8s.io_leaderworkersets.yaml"
 EXAMPLE = ROOT / "examples" / "profiles" / "llama-405b-2x8.yaml"
 GOLDEN_LWS = ROOT / "examples" / "deploy" / "k8s-lws" / EXAMPLE.stem

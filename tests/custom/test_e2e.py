@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import ROOT, Launched, assert_nothing_left, launch, requires_vllm
+from tests.conftest import ROOT, Launched, assert_nothing_left, launch, requires_vllm
 
 pytestmark = [pytest.mark.e2e, requires_vllm]
 FIXED = {"ignore_eos": True, "temperature": 0.0}

@@ -13,7 +13,7 @@ import pytest
 from openai_server.preflight import architecture, memory, models, quantization, table
 from openai_server.preflight.gpus import GiB
 
-FIXTURES = Path(__file__).parent / "fixtures" / "models"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "models"
 H200 = int(139.80 * GiB)  # torch's total, as vLLM logs it ("139.29/139.8 GiB")
 
 

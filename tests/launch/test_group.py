@@ -12,6 +12,7 @@ import time
 import pytest
 
 from openai_server import loader, nodes
+from openai_server.errors import HeadLost
 from openai_server.launch import group
 from openai_server.launch.node import NodeSpec
 from openai_server.render import CLI_MODULE, OPENAI_MODULE
@@ -119,7 +120,7 @@ def test_the_worker_hears_start_ready_and_stop() -> None:
         assert m.next(0.1) is None  # heartbeats are not messages
         h.close("stopped by SIGTERM", failed=False)
         assert m.next(5) == {"stop": "stopped by SIGTERM", "failed": False}
-        with pytest.raises(group.HeadLost, match="closed its connection"):
+        with pytest.raises(HeadLost, match="closed its connection"):
             m.next(5)
     finally:
         m.close()
@@ -128,7 +129,7 @@ def test_the_worker_hears_start_ready_and_stop() -> None:
 def test_no_head_is_head_lost_after_the_join_timeout() -> None:
     m = group.Member("127.0.0.1", free_port(), 1, DIGEST)
     t0 = time.monotonic()
-    with pytest.raises(group.HeadLost, match=r"did not answer before the join timeout"):
+    with pytest.raises(HeadLost, match=r"did not answer before the join timeout"):
         join(m, timeout=1.5)
     assert 1.4 < time.monotonic() - t0 < 6
 
@@ -167,7 +168,7 @@ def test_a_port_that_never_answers_as_a_head_ends_at_the_join_timeout() -> None:
     with socket.create_server(("127.0.0.1", 0)) as foreign:
         m = group.Member("127.0.0.1", foreign.getsockname()[1], 1, DIGEST)
         t0 = time.monotonic()
-        with pytest.raises(group.HeadLost, match="accepted but not answered as serve's head"):
+        with pytest.raises(HeadLost, match="accepted but not answered as serve's head"):
             join(m, timeout=1.5)
         assert time.monotonic() - t0 < 6
 

@@ -25,7 +25,7 @@ from openai_server.deploy.accelerators import Choice, choose
 from openai_server.deploy.commands import IMAGE_VLLM
 from openai_server.profile import Profile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "examples" / "deploy" / "skyserve"
 GOLDEN_PROFILES = ("phi3-t4", "h100-tp2")
 SKY_PYTHON = Path(sys.executable).parents[1] / "skypilot" / "bin" / "python"

@@ -11,7 +11,7 @@ import pytest
 
 from openai_server.launch.phases import PhaseEvent, PhaseTracker
 
-LOGS = Path(__file__).resolve().parent / "faults" / "logs"
+LOGS = Path(__file__).resolve().parents[1] / "faults" / "logs"
 _STAMP = re.compile(r" \d\d-\d\d (\d\d):(\d\d):(\d\d) ")
 
 

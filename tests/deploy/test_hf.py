@@ -30,7 +30,7 @@ from openai_server.profile import Profile
 from tests.conftest import ecosystem_validator
 from tests.helpers.hub import httpx, intercepted
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "examples" / "deploy"
 GOLDEN_PROFILES = {"hf-space": ("phi3-t4", "l4"), "hf-endpoint": ("phi3-t4", "h100-tp2")}
 
