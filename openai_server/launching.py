@@ -136,12 +136,12 @@ def launch_node(
     on_ready: Callable[[], None] | None,
 ) -> None:
     """This node's part of a server over several nodes: the head serves, the workers join."""
-    from . import nodes
-    from .launch import node
+    from .multinode import node
+    from .multinode import spec as node_spec
 
     assert req.node_rank is not None  # launch() calls this for a node of several only
     rank, origin = req.node_rank, req.origin
-    spec = nodes.spec(req.profile, rank=rank, head=head, python=sys.executable, vllm=vllm,
+    spec = node_spec.spec(req.profile, rank=rank, head=head, python=sys.executable, vllm=vllm,
                       environ=os.environ, control_port=req.control_port)  # fmt: skip
     for part in (spec.ray, spec.server):
         if part is not None:

@@ -8,7 +8,7 @@ The contract with the launcher. Every pod runs the same per-node command,
     serve launch --profile "$PROFILE" --node-rank "$LWS_WORKER_INDEX" \
         --head-address "$LWS_LEADER_ADDRESS"
 
-which `serve launch` implements (launch/node.py, nodes.py).
+which `serve launch` implements (multinode/).
 `--node-rank 0` is the head: the Ray head (distributed_executor_backend: ray) or rank 0 of vLLM's
 own launcher (mp: `--nnodes N --node-rank 0 --master-addr HEAD`), which serves the API and waits
 until the other nodes have joined; a rank above 0 joins the head at `--head-address` (Ray: `ray

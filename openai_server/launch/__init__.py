@@ -12,8 +12,7 @@ Where each decision lives:
 - `diagnose.py`    vLLM's output classified: one cause, the fix, an exit code
 - `reporter.py`    what the launcher prints: lines, JSON events or a live display
 - `gpu_release.py` wait until stopped processes no longer hold GPU memory
-- `node.py`        one node of a server over several nodes: the head's join and the workers' parts
-- `group.py`       the launchers' control channel between nodes (join, reports, stop, heartbeat)
 
-Nothing is imported here: `python -m openai_server.launch.guardian` must start in milliseconds.
+A server over several nodes runs through this supervisor from `multinode/`. Nothing is imported
+here: `python -m openai_server.launch.guardian` must start in milliseconds.
 """

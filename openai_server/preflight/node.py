@@ -2,8 +2,8 @@
 
 What the profile-wide preflight (check.py) cannot know: this node's rank. The GPU count per node
 and the memory fit per GPU are already the profile-wide checks' (rules.check_parallel,
-rules.check_memory); reaching the head is the join's (launch/group.py says so in one line when the
-head does not answer). Here: the ports this rank must open, and /dev/shm, where NCCL puts its
+rules.check_memory); reaching the head is the join's (multinode/group.py says so in one line when
+the head does not answer). Here: the ports this rank must open, and /dev/shm, where NCCL puts its
 intra-node buffers (a container's 64 MiB default fails tensor parallel: vLLM docs, "Using Docker",
 --ipc=host or --shm-size; vllm issue 1710).
 """

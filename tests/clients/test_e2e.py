@@ -117,7 +117,11 @@ def test_bench_table_is_printed_without_json(tiny_server: Launched) -> None:
     done = serve("bench", "--url", tiny_server.base_url, "--num-prompts", "2",
                  "--random-input-len", "8", "--random-output-len", "4")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "output token throughput (tok/s)" in done.stdout and "p99 TPOT (ms)" in done.stdout
+    rows = dict(re.findall(r"^\s*(\S.*?\S)\s{2,}(\S+)\s*$", done.stdout, flags=re.M))
+    assert rows["successful requests"] == "2" and rows["failed requests"] == "0", done.stdout
+    assert rows["total output tokens"] == "8", done.stdout  # 2 prompts x 4 tokens (ignore_eos)
+    for label in ("output token throughput (tok/s)", "p99 TPOT (ms)", "median TTFT (ms)"):
+        assert float(rows[label].replace(",", "")) > 0, (label, done.stdout)
 
 
 def test_chat_with_piped_stdin_answers_and_quits(tiny_server: Launched) -> None:

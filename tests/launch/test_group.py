@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from openai_server import loader, nodes
+from openai_server import loader
 from openai_server.errors import HeadLost
-from openai_server.launch import group
-from openai_server.launch.node import NodeSpec
+from openai_server.multinode import group
+from openai_server.multinode import spec as nodes
+from openai_server.multinode.spec import NodeSpec
 from openai_server.render import CLI_MODULE, OPENAI_MODULE
 from tests.conftest import ROOT, free_port
 

@@ -23,9 +23,22 @@ def check(*args: str):
 
 
 def test_phi3_t4_passes_on_a_planned_t4():
-    result = check("--profile", "phi3-t4", "--gpu", "T4")
+    """Passes with the fit computed from the model's shape (not a warning that it could not be):
+    Phi-3-mini's 3.82 B parameters, 7.12 GiB, and a KV cache of some 12,000 tokens on 14.75 GiB."""
+    result = check("--profile", "phi3-t4", "--gpu", "T4", "--json")
     assert result.exit_code == 0, result.output
-    assert "memory fit" in result.output
+    data = json.loads(result.stdout)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert (
+        checks["model"]["status"] == "ok"
+        and "Phi3ForCausalLM: 32 layers" in checks["model"]["reason"]
+    )
+    assert checks["weights"]["status"] == "ok" and checks["weights"]["reason"].startswith(
+        "7.12 GiB"
+    )
+    assert checks["memory fit"]["status"] == "ok"
+    assert f"{data['kv_cache_tokens']:,} tokens" in checks["memory fit"]["reason"]
+    assert 11_000 < data["kv_cache_tokens"] < 14_000 and data["weights_bytes"] == 7_642_000_000
 
 
 def test_bfloat16_on_t4_is_refused_and_names_half():

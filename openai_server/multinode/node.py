@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..command import Command
 from ..errors import (
@@ -35,14 +35,15 @@ from ..errors import (
     StartFailed,
     StopIncomplete,
 )
+from ..launch.diagnose import diagnose
+from ..launch.guardian import Guardian
+from ..launch.options import LaunchOptions
+from ..launch.process import ServerProcess
+from ..launch.reporter import Reporter
+from ..launch.restart import RestartPolicy, Restarts
+from ..launch.supervisor import StopRequest, run, signals_to, stop_group
 from . import group
-from .diagnose import diagnose
-from .guardian import Guardian
-from .options import LaunchOptions
-from .process import ServerProcess
-from .reporter import Reporter
-from .restart import RestartPolicy, Restarts
-from .supervisor import StopRequest, run, signals_to, stop_group
+from .spec import NodeSpec
 
 POLL_S = 0.2
 RAY_POLL_S = 2.0
@@ -61,22 +62,6 @@ RAY_NODES_PROGRAM = (
     "ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False)\n"
     "print(sum(1 for n in ray.nodes() if n.get('Alive')))\n"
 )
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """One node's part, rendered from the profile (nodes.py); the launcher never sees the
-    profile."""
-
-    rank: int
-    nodes: int
-    head: str
-    control_port: int
-    digest: str
-    server: Command | None  # this node's vLLM; None on a Ray worker (Ray places its share)
-    ray: Command | None  # `ray start --block` for this node (backend ray)
-    ray_address: str | None
-    python: str
 
 
 class GroupStop(StopRequest):

@@ -24,14 +24,30 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import ports
-from .command import Command
-from .launch.node import NodeSpec
-from .profile import Profile
-from .render import CLI_MODULE, render
+from .. import ports
+from ..command import Command
+from ..profile import Profile
+from ..render import CLI_MODULE, render
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node's part, rendered from the profile here; the launcher (node.py) never sees
+    the profile."""
+
+    rank: int
+    nodes: int
+    head: str
+    control_port: int
+    digest: str
+    server: Command | None  # this node's vLLM; None on a Ray worker (Ray places its share)
+    ray: Command | None  # `ray start --block` for this node (backend ray)
+    ray_address: str | None
+    python: str
+
 
 HEADLESS_PROGRAM = (
     "import sys\n"

@@ -1,0 +1,12 @@
+"""One server over several nodes, at run time: what `serve launch --node-rank R` does.
+
+- `spec.py`   one node's part rendered from the profile (its vLLM rank, its Ray node), never
+              seen by the launcher below it
+- `group.py`  the launchers' control channel between nodes (join, reports, stop, heartbeat)
+- `node.py`   the head (joins the group, serves through the one supervisor, re-forms the group on
+              a restart) and a worker (runs its part until the head stops the group)
+
+The ports a group listens on are in `ports.py`; what is checked before a node starts is in
+`preflight/multinode.py` (the plan) and `preflight/node.py` (this node's GPUs and ports), beside
+the other checks. Nothing is imported here.
+"""
