@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from . import loader, ports, render
+from . import loader, multinode, ports, render
 from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
 from .clients import commands as clients_commands
 from .deploy import commands as deploy_commands
@@ -249,7 +249,7 @@ def launch_cmd(
     ] = None,
     join_timeout: Annotated[
         float, typer.Option(help="nodes > 1: seconds for every node to join the head")
-    ] = 600.0,
+    ] = multinode.JOIN_TIMEOUT_S,
     control_port: Annotated[
         int, typer.Option(help="nodes > 1: the port the head's launcher listens on for the others")
     ] = ports.CONTROL,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from . import ports, render
+from . import multinode, ports, render
 from .errors import RefusedError, ServeError
 from .launch.options import Timing
 from .profile import BUILTIN_MODEL_PREFIX, Profile
@@ -39,7 +39,7 @@ class LaunchRequest:
     smoke: bool = False  # `serve smoke` right after ready
     node_rank: int | None = None
     head_address: str | None = None
-    join_timeout: float = 600.0
+    join_timeout: float = multinode.JOIN_TIMEOUT_S
     control_port: int = ports.CONTROL
 
 

@@ -8,5 +8,9 @@
 
 The ports a group listens on are in `ports.py`; what is checked before a node starts is in
 `preflight/multinode.py` (the plan) and `preflight/node.py` (this node's GPUs and ports), beside
-the other checks. Nothing is imported here.
+the other checks. Nothing is imported here: the CLI reads the default below.
 """
+
+# How long the head waits for every node to join, and a worker for the head (--join-timeout): a
+# node's pod or host may come up minutes after another's.
+JOIN_TIMEOUT_S = 600.0
