@@ -156,14 +156,13 @@ def mla_of(c: Mapping[str, Any]) -> Mla | None:
     )  # fmt: skip
 
 
-def rope_cache_elements(c: Mapping[str, Any], head_dim: int) -> int:
+def rope_cache_elements(c: Mapping[str, Any], head_dim: int, mla: Mla | None) -> int:
     """Elements of vLLM's RoPE cos/sin caches: one buffer per distinct RoPE, positions x rotary
     dims, kept in the model's dtype and counted in "Model loading took" (vLLM's
     layers/rotary_embedding: base.py registers `cos_sin_cache`; linear_scaling_rope.py sizes it
     `max_position_embeddings * factor`). Mostly a few MiB; Gemma 3's global layers (linear
     factor 8 over 131,072 positions, head_dim 256) take 0.5 GiB, measured on an H200 as part of
-    vLLM's 22.62 GiB for the 12B text model (2026-12-02)."""
-    mla = mla_of(c)
+    vLLM's 22.62 GiB for the 12B text model (2026-12-02). `mla`: mla_of(c), the caller's."""
     rotary = mla.qk_rope_head_dim if mla else int(head_dim * float(c.get("partial_rotary_factor")
                                                                   or 1.0))  # fmt: skip
     positions = int(c.get("max_position_embeddings") or 2048)

@@ -327,7 +327,7 @@ def from_config(config: dict[str, Any], source: str, params: int | None = None) 
         window=window,
         quant=architecture.quant_of(config),
         weights_source="config.json",
-        rope_cache=architecture.rope_cache_elements(c, head_dim),
+        rope_cache=architecture.rope_cache_elements(c, head_dim, mla),
     )
 
 
