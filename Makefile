@@ -48,12 +48,12 @@ lint: install
 unit: install
 	$(BIN)/pytest -q -m "not e2e"
 
-# The linters beside the suite (both after the install); the suite on three workers, tests that
-# share a server together (tests/conftest.py); it prints its time and the 25 slowest tests.
+# The linters beside the suite (both after the install); the suite on three workers, a file
+# on one worker (tests/conftest.py); it prints its time and the 25 slowest tests.
 test: lint suite
 
 suite: install
-	$(BIN)/pytest -q -ra --durations=25 -n 3 --dist loadgroup
+	$(BIN)/pytest -q -ra --durations=25 -n 3 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FAULT_TIMES = ROOT / "benchmarks" / "out" / "fault-detection.jsonl"
 
 
-# `make test` runs the tests on three pytest-xdist workers with --dist loadgroup: a test that
-# needs a server shared by its module (a module-scoped fixture) stays with its module on one
-# worker, the tests of the session's shared server on one worker, every other test goes where a
-# worker is free. The longest go out first, so that none of them is the run's tail alone.
+# `make test` runs the tests on three pytest-xdist workers with --dist loadfile: a file's tests
+# stay together on one worker, so a server shared by a module (a module-scoped fixture) or by the
+# session (tiny_server) starts once per file that uses it, not once per worker. Files go out in
+# this order: those holding the longest tests first, so that none of them is the run's tail alone;
+# then the files with end-to-end tests; then the rest.
 LONGEST = (
     "test_two_nodes_serve_restart_as_a_group",
     "test_kv_cache_too_small_suggests",
@@ -37,28 +38,19 @@ LONGEST = (
 )
 
 
-def _module_scoped(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    defs = getattr(info, "name2fixturedefs", {}) if info is not None else {}
-    return any(d and d[-1].scope == "module" for d in defs.values())
+def _rank(item: pytest.Item) -> int:
+    for i, name in enumerate(LONGEST):
+        if f"::{name}" in item.nodeid:
+            return i
+    return len(LONGEST) + (0 if item.get_closest_marker("e2e") else 1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    by_file: dict[str, int] = {}
     for item in items:
-        if "tiny_server" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("tiny_server"))
-        elif _module_scoped(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-    def rank(item: pytest.Item) -> int:
-        for i, name in enumerate(LONGEST):
-            if f"::{name}" in item.nodeid:
-                return i
-        if item.get_closest_marker("xdist_group"):
-            return len(LONGEST)  # tests that share a fixture: one chain, in the module's order
-        return len(LONGEST) + (1 if item.get_closest_marker("e2e") else 2)
-
-    items.sort(key=rank)  # stable: each module's own order stays
+        path = item.nodeid.split("::")[0]
+        by_file[path] = min(by_file.get(path, len(LONGEST) + 1), _rank(item))
+    items.sort(key=lambda item: by_file[item.nodeid.split("::")[0]])  # stable: a file's order stays
 
 
 def _controller(config: pytest.Config) -> bool:
@@ -205,7 +197,9 @@ class Spawned:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise
+            raise AssertionError(
+                f"launcher still running {timeout} s later:\n{self.output()[-3000:]}"
+            ) from None
 
     def error_lines(self) -> list[str]:
         return [ln for ln in self.output().splitlines() if ln.startswith("serve: error:")]
