@@ -274,8 +274,10 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
 
 
 def server_groups(output: str) -> list[int]:
-    """Process groups of every server a launcher started (its 'started the server (pid N)' lines)."""
-    return [int(m) for m in re.findall(r"started the server \(pid (\d+)\)", output)]
+    """Process groups of every server (or a worker's part) a launcher started: its 'started the
+    server (pid N)' lines."""
+    started = r"started (?:the server|its vLLM rank|its Ray node) \(pid (\d+)\)"
+    return [int(m) for m in re.findall(started, output)]
 
 
 def group_members(pgid: int) -> list[str]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 
 import httpx
@@ -37,7 +38,7 @@ from .guardian import Guardian
 from .options import LaunchOptions
 from .phases import PhaseTracker, strip_ansi
 from .process import ServerProcess
-from .readiness import check_health, check_models, deep_probe
+from .readiness import ProbeResult, check_health, check_models, deep_probe
 from .reporter import Reporter
 from .restart import Restarts
 from .watchdog import EngineWatch, ProgressWatch
@@ -80,6 +81,18 @@ def signals_to(stop: StopRequest) -> Iterator[None]:
             signal.signal(s, h)
 
 
+@dataclass(frozen=True)
+class Follower:
+    """A part of a server with no endpoint of its own: a multi-node worker's headless vLLM rank or
+    Ray node. It is ready when `ready()` gives the URL the group serves (the head's word); after
+    that it is watched for its exit, its fatal lines and its engine processes, not over HTTP (the
+    head probes the API). Everything else, the stop, the diagnosis and the restarts, is the same
+    code as for a server."""
+
+    what: str  # "its vLLM rank", "its Ray node"
+    ready: Callable[[], str | None]
+
+
 def explain(failure: StartFailed, server: ServerProcess, opts: LaunchOptions) -> StartFailed:
     """Attach the diagnosed cause, fix, exit code and relevant lines to a failure."""
     server.drain_output()
@@ -99,10 +112,17 @@ class Run:
     """One start of the server, from spawn to the end of its life."""
 
     def __init__(
-        self, command: Command, opts: LaunchOptions, ui: Reporter, env: dict[str, str]
+        self,
+        command: Command,
+        opts: LaunchOptions,
+        ui: Reporter,
+        env: dict[str, str],
+        follower: Follower | None = None,
     ) -> None:
         self.opts = opts
         self.ui = ui
+        self.follower = follower
+        self.what = follower.what if follower else "the server"
         self.phases = PhaseTracker()
         self.server = ServerProcess(command, env, [self._line])
         self.started = time.monotonic()
@@ -127,12 +147,13 @@ class Run:
         self.server.start()
         guardian.watch(self.server.pid)
         self.progress = ProgressWatch(self.server.pid, self.opts.timing.stall_timeout)
-        self.ui.event(
-            "started",
-            f"started the server (pid {self.server.pid}); waiting for {self.opts.model_id!r} "
-            f"at {self.opts.base_url}/v1/models",
-            pid=self.server.pid,
+        waiting = (
+            "waiting for the head's ready"
+            if self.follower
+            else f"waiting for {self.opts.model_id!r} at {self.opts.base_url}/v1/models"
         )
+        pid = self.server.pid
+        self.ui.event("started", f"started {self.what} (pid {pid}); {waiting}", pid=pid)
 
     def reached_ready(self) -> None:
         self.ready_at = time.monotonic()
@@ -144,7 +165,7 @@ class Run:
         code = self.server.poll()
         if code is None:
             return None
-        return self._failed(f"the server exited with code {code}", after_ready)
+        return self._failed(f"{self.what} exited with code {code}", after_ready)
 
     def _fatal_logged(self, after_ready: bool) -> StartFailed | None:
         """vLLM said its engine failed to start or died, and its processes may never exit (a
@@ -161,7 +182,7 @@ class Run:
         return explain(cls(f"{what} {when}", code=code), self.server, self.opts)
 
     def wait_ready(self, stop: StopRequest) -> float:
-        opts, timing = self.opts, self.opts.timing
+        timing = self.opts.timing
         assert self.progress is not None
         deadline = self.started + timing.ready_timeout
         with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
@@ -169,7 +190,7 @@ class Run:
                 stop.check()
                 if failure := self._child_exited(after_ready=False) or self._fatal_logged(False):
                     raise failure
-                result = check_models(client, opts.base_url, opts.model_id, opts.api_key)
+                result = self._probe(client)
                 if result.ready:
                     return time.monotonic() - self.started
                 now = time.monotonic()
@@ -192,11 +213,18 @@ class Run:
                 self.ui.status(f"{self.phases.current} … {now - self.started:.0f} s")
                 stop.wait(POLL_INTERVAL)
 
+    def _probe(self, client: httpx.Client) -> ProbeResult:
+        if self.follower is None:
+            return check_models(client, self.opts.base_url, self.opts.model_id, self.opts.api_key)
+        said = self.follower.ready()
+        return ProbeResult(said is not None, said or "the head has not said ready")
+
     def watch(self, stop: StopRequest) -> None:
         """After ready: return only by raising (a signal, a death, a hang)."""
         opts, timing = self.opts, self.opts.timing
         engines = EngineWatch(self.server.pid)
         engines.snapshot()
+        http = self.follower is None
         next_health = time.monotonic() + timing.health_interval
         next_deep = time.monotonic() + (timing.deep_probe_interval or float("inf"))
         pending: Future[str | None] | None = None
@@ -219,7 +247,7 @@ class Run:
                         self.server,
                         self.opts,
                     )
-                if now >= next_health:
+                if http and now >= next_health:
                     next_health = now + timing.health_interval
                     if check_health(client, opts.base_url) == 503:
                         raise explain(
@@ -227,7 +255,7 @@ class Run:
                             self.server,
                             self.opts,
                         )
-                if pending is None and now >= next_deep:
+                if http and pending is None and now >= next_deep:
                     pending_since = now
                     pending = pool.submit(
                         deep_probe,
@@ -259,9 +287,11 @@ def run(
     environ: Mapping[str, str] | None = None,
     on_ready: Callable[[], None] | None = None,
     stop: StopRequest | None = None,
+    follower: Follower | None = None,
 ) -> None:
     """Launch and supervise until a signal or a failure; never leaves a server process behind.
-    `stop`: what the loops check between probes (a node group's adds its nodes' departures).
+    `stop`: what the loops check between probes (a node group's adds its nodes' departures, a
+    worker's the head's word); `follower`: the command is a worker's part of a server (Follower).
 
     Returns only by raising: Interrupted for a requested stop, another ServeError for a failure,
     StopIncomplete when the stop itself left a process or GPU memory behind. `ui` stays open: its
@@ -273,7 +303,7 @@ def run(
         guardian = Guardian(opts.timing.grace)
         try:
             while True:
-                run_ = Run(command, opts, ui, env)
+                run_ = Run(command, opts, ui, env, follower)
                 try:
                     _serve(run_, guardian, stop, on_ready)
                 except StartFailed as failure:
@@ -312,6 +342,10 @@ def _serve(
     run_.start(guardian)
     seconds = run_.wait_ready(stop)
     run_.reached_ready()
+    if run_.follower is not None:
+        ui.event("ready", f"the group is ready: {run_.follower.ready()} (served by node 0)")
+        run_.watch(stop)
+        return
     ui.event(
         "ready",
         f"ready: {opts.base_url}/v1 serves {opts.model_id!r} ({seconds:.1f} s to ready)",
@@ -359,9 +393,10 @@ def _stop(run_: Run, opts: LaunchOptions, ui: Reporter, during: ServeError | Non
     took, left, problem = stop_group(
         run_.server, grace if run_.ready_at is not None else min(grace, STARTUP_GRACE)
     )
+    name = run_.follower.what if run_.follower else "server group"
     if not problem:
-        ui.event("stopped", f"server group stopped in {took:.1f} s; none left")
+        ui.event("stopped", f"{name} stopped in {took:.1f} s; none left")
         return
-    ui.event("stopped", f"server group stop incomplete after {took:.1f} s: {problem}", left=left)
+    ui.event("stopped", f"{name} stop incomplete after {took:.1f} s: {problem}", left=left)
     after = f" (after: {during.message})" if during is not None else ""
     raise StopIncomplete(f"stop incomplete: {problem} (process group {run_.server.pid}){after}")

@@ -12,7 +12,8 @@ connection from each worker's launcher to the head's, one JSON object per line.
     head -> worker   {"welcome": NODES} | {"refused": WHY}
     head -> worker   {"start": {...}}      every node joined: start this node's part
     head -> worker   {"ready": URL}        the server answers (for the worker's own log)
-    worker -> head   {"exited": CODE, "cause": LINE}   this node's part exited
+    worker -> head   {"exited": CODE, "cause": LINE}   this node's part ended (CODE: the exit code
+                                                      the worker's launcher ends with, if it does)
     head -> worker   {"stop": WHY}         stop this node's part and exit
     both             {"ping": 0}           every HEARTBEAT_S
 

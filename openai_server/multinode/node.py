@@ -4,8 +4,10 @@ The head (rank 0) listens for the other nodes' launchers (group.py), shows the j
 ("1 of 2 nodes joined"), starts Ray's head first where the backend is Ray and waits until Ray counts
 every node, then runs its server through the supervisor with a stop request that also fires when
 a node leaves. A worker joins the head, starts its part when told (a headless vLLM rank, or `ray
-start --address`), and stays supervised: its part's exit is reported to the head in one line, and
-the head's departure stops the part and ends the worker instead of leaving it in a rendezvous.
+start --address`) and runs it through the same run loop (supervisor.run with a Follower: ready
+when the head says so; its failures diagnosed, with their fix, as one server's): its part's end is
+reported to the head in one line, and the head's departure stops the part and ends the worker
+instead of leaving it in a rendezvous.
 
 Restarts are the group's, not one process's: a headless rank cannot rejoin a running head, so the
 supervisor's own restarts are off and the head re-forms the whole group per the restart policy
@@ -25,7 +27,6 @@ from dataclasses import replace
 
 from ..command import Command
 from ..errors import (
-    ExitCode,
     HeadLost,
     Interrupted,
     JoinTimeout,
@@ -35,13 +36,11 @@ from ..errors import (
     StartFailed,
     StopIncomplete,
 )
-from ..launch.diagnose import diagnose
-from ..launch.guardian import Guardian
 from ..launch.options import LaunchOptions
 from ..launch.process import ServerProcess
 from ..launch.reporter import Reporter
 from ..launch.restart import RestartPolicy, Restarts
-from ..launch.supervisor import StopRequest, run, signals_to, stop_group
+from ..launch.supervisor import Follower, StopRequest, run, signals_to, stop_group
 from . import group
 from .spec import NodeSpec
 
@@ -64,7 +63,26 @@ RAY_NODES_PROGRAM = (
 )
 
 
-class GroupStop(StopRequest):
+class _Listening(StopRequest):
+    """A stop request that also listens to the other nodes: its wait ends early on a signal or on
+    what `_take` heard that ends the run (`_heard`)."""
+
+    def _take(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def _heard(self) -> bool:
+        raise NotImplementedError
+
+    def wait(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.event.is_set() and not self._heard():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._take(min(left, POLL_S))
+
+
+class GroupStop(_Listening):
     """The head's stop request: a signal, or a node that left (the supervisor's loops check it
     between probes, so a lost node ends a start or a ready server within one poll)."""
 
@@ -86,13 +104,8 @@ class GroupStop(StopRequest):
         elif self.lost is None:
             self.lost = ev
 
-    def wait(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while not self.event.is_set() and self.lost is None:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self._take(min(left, POLL_S))
+    def _heard(self) -> bool:
+        return self.lost is not None
 
     def check(self) -> None:
         super().check()
@@ -258,14 +271,68 @@ def _ray_nodes(spec: NodeSpec) -> int:
 # ---- a worker ---------------------------------------------------------------------------------
 
 
+class HeadSaid(Exception):
+    """The head stopped the group (`msg["rejoin"]`: to re-form it): not an error, its decision."""
+
+    def __init__(self, msg: dict[str, object]) -> None:
+        super().__init__(str(msg.get("stop")))
+        self.msg = msg
+
+
+class MemberStop(_Listening):
+    """A worker's stop request: a signal, or the head's word (stop the group, or re-form it),
+    which the supervisor's loops then check between probes like a signal. It also keeps what the
+    head said of this generation of the group: start, and the URL it serves once ready."""
+
+    def __init__(self, member: group.Member) -> None:
+        super().__init__()
+        self.member = member
+        self.serving = False  # this node's part is running: a signal is told to the head
+        self._told = False
+        self.new_generation()
+
+    def new_generation(self) -> None:
+        self.start = False
+        self.ready: str | None = None
+        self.said: dict[str, object] | None = None
+
+    def _take(self, timeout: float) -> None:
+        msg = self.member.next(timeout)  # HeadLost when the head is gone
+        if msg is None:
+            return
+        if "start" in msg:
+            self.start = True
+        elif "ready" in msg:
+            self.ready = str(msg["ready"])
+        elif "stop" in msg and self.said is None:
+            self.said = msg
+
+    def _heard(self) -> bool:
+        return self.said is not None
+
+    def check(self) -> None:
+        if self.signum is not None and self.serving and not self._told:
+            self._told = True  # before the part is stopped: the head then names the real cause
+            name = signal.Signals(self.signum).name
+            self.member.send({"exited": 128 + self.signum, "cause": f"stopped by {name}"})
+        super().check()
+        if self.said is None:  # the head closes its connection right after its stop: keep that
+            self._take(0)
+        if self.said is not None:
+            raise HeadSaid(self.said)
+
+
 def run_worker(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: float) -> None:
-    """Rank > 0: join, start this node's part when told, report its end; returns when the head
+    """Rank > 0: join, start this node's part when told and supervise it with the same run loop
+    as a server (supervisor.run, a Follower); report its end to the head; returns when the head
     stopped the group, raises otherwise."""
     part = spec.server or spec.ray
     assert part is not None
-    what = "its Ray node" if spec.server is None else "its vLLM rank"
-    stop = StopRequest()
+    follower_what = "its Ray node" if spec.server is None else "its vLLM rank"
     member = group.Member(spec.head, spec.control_port, spec.rank, spec.digest)
+    stop = MemberStop(member)
+    follower = Follower(follower_what, lambda: stop.ready)
+    inner = _part_options(spec, opts)
     try:
         with signals_to(stop):
             while True:
@@ -274,35 +341,61 @@ def run_worker(spec: NodeSpec, opts: LaunchOptions, ui: Reporter, join_timeout: 
                 try:
                     member.join(time.monotonic() + join_timeout, stop.event)
                 except HeadLost:
-                    stop.check()  # a stop asked for meanwhile is the reason, not the head
+                    StopRequest.check(stop)  # a stop asked for meanwhile is the reason
                     raise
                 except group.GroupError as e:
                     raise RefusedError(str(e)) from None
+                stop.new_generation()
                 ui.event("phase", f"joined; waiting for the other nodes (node {spec.rank} of "
                          f"{spec.nodes})", phase="joined")  # fmt: skip
-                if not _await_start(member, stop, ui):
-                    return
-                if not _serve_part(part, what, spec, opts, ui, member, stop):
-                    return
+                try:
+                    while not stop.start:
+                        stop.check()
+                        stop.wait(POLL_S)
+                    if not _serve_part(part, follower, inner, ui, member, stop):
+                        return
+                except HeadSaid as said:
+                    if not _stopped_by_head(said.msg, ui):
+                        return
     finally:
         member.close()
 
 
-def _next(member: group.Member, stop: StopRequest) -> dict[str, object] | None:
-    stop.check()
-    return member.next(POLL_S)
+def _part_options(spec: NodeSpec, opts: LaunchOptions) -> LaunchOptions:
+    """A part's run: no restarts of its own (the group's, decided by the head), no ready file, no
+    ready timeout or stall watchdog (the head's cover the group's start), Ray's shorter grace."""
+    grace = opts.timing.grace if spec.server is not None else ray_grace(opts)
+    timing = replace(opts.timing, ready_timeout=float("inf"), stall_timeout=0.0, grace=grace)
+    return replace(opts, timing=timing, restart=RestartPolicy(mode="never"), ready_file=None)
 
 
-def _await_start(member: group.Member, stop: StopRequest, ui: Reporter) -> bool:
-    """True once the head says start; False when it stopped the group first."""
-    while True:
-        msg = _next(member, stop)
-        if msg is None:
-            continue
-        if "start" in msg:
-            return True
-        if "stop" in msg:
-            return _stopped_by_head(msg, ui)
+def _serve_part(
+    part: Command,
+    follower: Follower,
+    opts: LaunchOptions,
+    ui: Reporter,
+    member: group.Member,
+    stop: MemberStop,
+) -> bool:
+    """Run this node's part until it or the group ends; True to join again."""
+    stop.serving = True
+    try:
+        run(with_host_ip(part, member.local_ip, ui), opts, ui, stop=stop, follower=follower)
+    except HeadLost as e:
+        StopRequest.check(stop)  # a stop asked for meanwhile is the reason, not the head
+        raise HeadLost(f"{e.message}; stopped {follower.what}") from None
+    except StartFailed as failure:
+        # the head decides: re-form the group (join again) or stop it (this node fails)
+        member.send({"exited": int(failure.exit_code), "cause": failure.message})
+        deadline = time.monotonic() + STOP_WAIT_S
+        while stop.said is None and time.monotonic() < deadline:
+            stop.wait(deadline - time.monotonic())
+        if stop.said is not None and stop.said.get("rejoin"):
+            return _stopped_by_head(stop.said, ui)
+        raise
+    finally:
+        stop.serving = False
+    return False  # pragma: no cover - run() returns only by raising
 
 
 def _stopped_by_head(msg: dict[str, object], ui: Reporter) -> bool:
@@ -315,74 +408,6 @@ def _stopped_by_head(msg: dict[str, object], ui: Reporter) -> bool:
         raise HeadLost(f"the head stopped the group: {msg['stop']}")
     ui.event("stopped", f"the head stopped the group ({msg['stop']})")
     return False
-
-
-def _serve_part(
-    part: Command,
-    what: str,
-    spec: NodeSpec,
-    opts: LaunchOptions,
-    ui: Reporter,
-    member: group.Member,
-    stop: StopRequest,
-) -> bool:
-    """Run this node's part until it or the group ends; True to join again."""
-    grace = opts.timing.grace if spec.server is not None else ray_grace(opts)
-    proc = _spawn(with_host_ip(part, member.local_ip, ui), ui)
-    guardian = Guardian(opts.timing.grace)
-    guardian.watch(proc.pid)
-    ui.event("started", f"started {what} (pid {proc.pid})", pid=proc.pid)
-    try:
-        while True:
-            if stop.signum is not None:
-                name = signal.Signals(stop.signum).name
-                member.send({"exited": 128 + stop.signum, "cause": f"stopped by {name}"})
-                stop.check()
-            if (code := proc.poll()) is not None:
-                return _part_exited(proc, code, what, grace, opts, ui, member, stop)
-            try:
-                msg = _next(member, stop)
-            except HeadLost as e:
-                _stop_part(proc, grace, ui, what)
-                raise HeadLost(f"{e.message}; stopped {what}") from None
-            if msg is None:
-                continue
-            if "ready" in msg:
-                ui.event("ready", f"the group is ready: {msg['ready']} (served by node 0)")
-            elif "stop" in msg:
-                _stop_part(proc, grace, ui, what)
-                return _stopped_by_head(msg, ui)
-    finally:
-        _stop_part(proc, grace, ui, what)
-        guardian.close()
-
-
-def _part_exited(
-    proc: ServerProcess,
-    code: int,
-    what: str,
-    grace: float,
-    opts: LaunchOptions,
-    ui: Reporter,
-    member: group.Member,
-    stop: StopRequest,
-) -> bool:
-    """Tell the head why this node's part ended, then follow its decision."""
-    proc.drain_output()
-    found = diagnose(list(proc.tail), profile_keys=opts.profile_keys, model=opts.model)
-    cause = f"{what} exited with code {code}" + (f": {found.cause}" if found else "")
-    member.send({"exited": code, "cause": cause})
-    _stop_part(proc, grace, ui, what)
-    deadline = time.monotonic() + STOP_WAIT_S
-    while time.monotonic() < deadline:
-        msg = _next(member, stop)
-        if msg is not None and "stop" in msg:
-            if msg.get("rejoin"):
-                return _stopped_by_head(msg, ui)
-            break
-    failure = StartFailed(cause, detail=proc.last_lines(),
-                          code=found.exit_code if found else ExitCode.ENGINE_DIED)  # fmt: skip
-    raise failure
 
 
 # ---- both ---------------------------------------------------------------------------------------

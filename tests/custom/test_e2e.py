@@ -113,7 +113,11 @@ def test_concurrent_requests_are_batched_by_the_engine(server: Launched) -> None
     spans = asyncio.run(all_of_them())
     steps = metric(server.base_url, "vllm:iteration_tokens_total_count") - steps_before
     assert max(first for first, _ in spans) < min(end for _, end in spans), spans
-    assert steps < 0.6 * n * tokens, f"{steps} engine steps for {n}x{tokens} tokens: serialized"
+    # Served one after another, the streams take at least n x tokens steps (a step makes at most
+    # one token of a sequence). How many steps they share depends on when the requests reach the
+    # engine, which this loaded machine staggers (0.50 to 0.75 of n x tokens seen): a tenth of the
+    # steps shared is already batching no serial server can show.
+    assert steps < 0.9 * n * tokens, f"{steps} engine steps for {n}x{tokens} tokens: serialized"
 
 
 def hang_up_on_stream(base: str, body: dict[str, Any]) -> None:
