@@ -20,6 +20,7 @@ from .clients import commands as clients_commands
 from .deploy import commands as deploy_commands
 from .errors import NotReady
 from .launch.options import Timing
+from .launch.restart import RESTART_LIMIT
 from .multicast import all_reduce
 from .preflight import commands as preflight_commands
 from .profile import Profile
@@ -229,7 +230,7 @@ def launch_cmd(
     ] = DEFAULTS.deep_probe_timeout,
     restart_limit: Annotated[
         int, typer.Option(help="give up after this many restarts within 10 minutes")
-    ] = 5,
+    ] = RESTART_LIMIT,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="skip the preflight checks (serve check)")
     ] = False,

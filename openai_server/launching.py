@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from . import multinode, ports, render
 from .errors import RefusedError, ServeError
 from .launch.options import Timing
+from .launch.restart import RESTART_LIMIT
 from .profile import BUILTIN_MODEL_PREFIX, Profile
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class LaunchRequest:
     profile: Profile
     origin: str  # where the profile came from, as the launcher says it
     timing: Timing
-    restart_limit: int = 5
+    restart_limit: int = RESTART_LIMIT
     ready_file: Path | None = None
     log_format: Literal["auto", "plain", "json"] = "auto"
     verbose: bool = False

@@ -15,7 +15,7 @@ from ..errors import ProfileError
 from ..profile import Profile
 from ..render import model_path
 from .options import LaunchOptions, Timing, stop_grace
-from .restart import RestartPolicy
+from .restart import RESTART_LIMIT, RestartPolicy
 
 
 def options_for(
@@ -23,7 +23,7 @@ def options_for(
     environ: Mapping[str, str],
     *,
     timing: Timing | None = None,
-    restart_limit: int = 5,
+    restart_limit: int = RESTART_LIMIT,
     ready_file: Path | None = None,
 ) -> LaunchOptions:
     """The options for launching `profile`; ProfileError when its API key variable is unset."""

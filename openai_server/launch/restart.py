@@ -34,10 +34,13 @@ NEVER_RETRIED: frozenset[ExitCode] = frozenset(
 )
 
 
+RESTART_LIMIT = 5  # restarts within the window before the launcher gives up
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     mode: Mode = "never"
-    limit: int = 5
+    limit: int = RESTART_LIMIT
     window: float = 600.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
