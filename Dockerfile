@@ -27,9 +27,11 @@ ENV PROFILE=phi3-t4 \
 VOLUME ["/root/.cache"]
 EXPOSE 8000 7860
 
-# Healthy = the profile's model is listed at the profile's port (a start takes minutes). With
-# PROFILE_YAML, the profile is the file entrypoint.sh wrote it to.
+# Healthy = the launcher is ready and /v1/models lists its model at its port. The image does not
+# know the profile (PROFILE, PROFILE_YAML or `docker run IMAGE --set port=...` decide it): the
+# launcher writes what it serves to its ready file (entrypoint.sh), which `serve probe` reads on
+# its fast path (the standard library only; a start takes minutes).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=1800s --retries=3 \
-    CMD ["sh", "-c", "[ -z \"${PROFILE_YAML:-}\" ] || PROFILE=\"${TMPDIR:-/tmp}/serve-profile.yaml\"; exec serve probe --profile \"$PROFILE\""]
+    CMD ["sh", "-c", "exec serve probe --ready-file \"${TMPDIR:-/tmp}/serve-ready\""]
 
 ENTRYPOINT ["tini", "--", "/usr/local/bin/entrypoint.sh"]

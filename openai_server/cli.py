@@ -1,6 +1,9 @@
 """`serve`: thin typer commands over the modules. Errors become one line and a documented exit code.
 
-Fast paths (render, validate, profiles, probe) import neither vLLM nor torch.
+Fast paths (render, validate, profiles, schema, probe, --help) import neither vLLM nor torch, nor
+the modules of the commands they do not run: check, deploy, rehearse, smoke, chat and bench are
+registered by name (LAZY) and imported when run. `serve probe` itself runs before this module is
+imported where it can (openai_server/main.py).
 """
 
 from __future__ import annotations
@@ -8,25 +11,68 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from . import loader, multinode, ports, render
+from . import multinode, ports
 from .cli_common import ProfileOpt, SetOpt, err, handles_errors, profile_ref
-from .clients import commands as clients_commands
-from .deploy import commands as deploy_commands
 from .errors import NotReady
 from .launch.options import Timing
 from .launch.restart import RESTART_LIMIT
-from .multicast import all_reduce
-from .preflight import commands as preflight_commands
-from .profile import Profile
-from .rehearse import commands as rehearse_commands
 
+if TYPE_CHECKING:
+    from . import loader, render
+
+# The profile, its loader and renderer (pydantic: 0.07 s of model building) are imported by the
+# commands that read a profile, not by `serve --help` or the lazy commands' start.
 DEFAULTS = Timing()  # the launcher's timing defaults, defined once (launch/options.py)
+
+# The commands whose modules are heavy to import (preflight's tables, the deploy renderers, the
+# load generator): name -> (module, function, the line `serve --help` shows). Imported when run or
+# asked for their own --help; tests/test_cli_imports.py holds each line to its docstring.
+LAZY = {
+    "check": ("openai_server.preflight.commands", "check_cmd",
+              "Check a profile before launch: vLLM flags, GPU, memory fit (exit 0 ok, 4 refused)."),
+    "deploy": ("openai_server.deploy.commands", "deploy_cmd",
+               "Render deployment files for a profile (after the same preflight as launch)."),
+    "rehearse": ("openai_server.rehearse.commands", "rehearse_cmd",
+                 "Serve the profile's model shape with dummy weights; report KV, phases, bench; "
+                 "stop."),
+    "smoke": ("openai_server.clients.commands", "smoke_cmd",
+              "Prove the endpoint answers: model listed, a streamed chat with chunks, finish and "
+              "usage."),
+    "chat": ("openai_server.clients.commands", "chat_cmd",
+             "Interactive streaming chat. Ctrl-C stops an answer, Ctrl-D or /exit quits."),
+    "bench": ("openai_server.clients.commands", "bench_cmd",
+              "Load-test the endpoint; figures defined as in `vllm bench serve` (TTFT, TPOT, ITL, "
+              "...)."),
+}  # fmt: skip
+
+
+def run_lazy(name: str, args: list[str], prog_name: str) -> None:
+    """Import the command `name` of LAZY and run it with `args` (its --help included)."""
+    import importlib
+
+    module, function, _ = LAZY[name]
+    one = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    one.command(name)(handles_errors(getattr(importlib.import_module(module), function)))
+    one(args, prog_name=prog_name)
+
+
+def _lazy(name: str) -> Callable[[typer.Context], None]:
+    def command(ctx: typer.Context) -> None:
+        run_lazy(name, ctx.args, ctx.command_path)
+
+    command.__doc__ = LAZY[name][2]
+    return command
+
+
+# everything after the name goes to the command itself, --help included
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
 
 app = typer.Typer(
     add_completion=False,
@@ -43,10 +89,14 @@ AUTO = "auto"
 
 
 def _resolve(profile: str | None, sets: list[str] | None) -> loader.Resolved:
+    from . import loader
+
     profile = profile_ref(profile)
     if profile == AUTO:
         # NIM-style: the best built-in profile for the GPUs NVML sees (tiny-cpu without GPUs)
-        profile = preflight_commands.choose_auto_profile()
+        from .preflight.commands import choose_auto_profile
+
+        profile = choose_auto_profile()
         err(f"--profile auto: chose {profile!r} (see `serve profiles --for-this-host`)")
     return loader.load(profile, sets=sets or [])
 
@@ -63,6 +113,7 @@ def render_cmd(
     ] = False,
 ) -> None:
     """Print the exact vLLM command for a profile (nothing is started)."""
+    from . import render
     from .preflight.flags import target_vllm
 
     resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
@@ -80,6 +131,10 @@ def render_cmd(
 def _explain(resolved: loader.Resolved, entry: render.Entry) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from . import loader, render
+    from .multicast import all_reduce
+    from .profile import Profile
 
     table = Table(box=None, pad_edge=False)
     table.add_column("key", no_wrap=True)
@@ -111,6 +166,8 @@ def validate_cmd(
     files: Annotated[list[Path], typer.Argument(help="profile files ('-' reads stdin)")],
 ) -> None:
     """Strictly check profile files; stop with exit 3 at the first bad one."""
+    from . import loader
+
     for file in files:
         if str(file) == "-":
             loader.load_text(loader.read_stream(sys.stdin.buffer, "<stdin>"), "<stdin>")
@@ -133,8 +190,12 @@ def profiles_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="with --for-this-host: as JSON")] = False,
 ) -> None:
     """List the built-in profiles (or judge each against this host's GPUs)."""
+    from . import loader
+
     if for_this_host or gpu:
-        preflight_commands.print_host_fits(preflight_commands.profiles_for_host(gpu), as_json)
+        from .preflight.commands import print_host_fits, profiles_for_host
+
+        print_host_fits(profiles_for_host(gpu), as_json)
         return
     for name in loader.builtin_names():
         resolved = loader.load(name, environ={})
@@ -147,6 +208,8 @@ def schema_cmd() -> None:
 
 
 def profile_schema_json() -> str:
+    from .profile import Profile
+
     schema = Profile.model_json_schema()
     schema["title"] = "serve profile"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
@@ -167,29 +230,34 @@ def probe_cmd(
     ] = None,
     wait: Annotated[float, typer.Option(help="keep probing up to this many seconds")] = 0.0,
     timeout: Annotated[float, typer.Option(help="seconds per HTTP request")] = 2.0,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(help="probe what a launcher's --ready-file names (missing: not ready)"),
+    ] = None,
 ) -> None:
-    """Exit 0 when the endpoint lists the model (for HEALTHCHECK / exec probes), else 8."""
-    import httpx
+    """Exit 0 when the endpoint lists the model (for HEALTHCHECK / exec probes), else 8.
 
-    from .launch.readiness import base_url_for, check_models
+    Without --profile/--set it runs before the CLI is imported (openai_server/main.py)."""
+    from . import probe
+    from .launch.readiness import base_url_for
 
+    if ready_file is not None:
+        target = probe.from_ready_file(ready_file)
+        if isinstance(target, str):
+            raise NotReady(target)
+        url, model = url or target.url, model or target.model
+        api_key_env = api_key_env or target.api_key_env
     if profile is not None:
         prof = _resolve(profile, set_).profile
         url = url or base_url_for(prof.host, prof.effective_port)
         model = model or prof.model_id
         api_key_env = api_key_env or prof.api_key_env
-    url = url or "http://127.0.0.1:8000"
+    url = url or probe.DEFAULT_URL
     api_key = os.environ.get(api_key_env) if api_key_env else None
-    deadline = time.monotonic() + wait
-    with httpx.Client(timeout=timeout) as client:
-        while True:
-            result = check_models(client, url, model, api_key)
-            if result.ready:
-                print(f"ready: {url} lists {', '.join(result.models)}")
-                return
-            if time.monotonic() >= deadline:
-                raise NotReady(result.reason)
-            time.sleep(0.2)
+    result = probe.probe(url, model, api_key, wait=wait, timeout=timeout)
+    if not result.ready:
+        raise NotReady(result.reason)
+    print(f"ready: {url} lists {', '.join(result.models)}")
 
 
 def launch_cmd(
@@ -259,6 +327,7 @@ def launch_cmd(
 
     Over several nodes: the same command on every node with its --node-rank and --head-address;
     node 0 waits until all have joined, then serves."""
+    from . import loader
     from .launching import LaunchRequest, launch
 
     resolved = _resolve(profile, [*(set_ or []), *([f"server={server}"] if server else [])])
@@ -274,19 +343,24 @@ def launch_cmd(
     ))  # fmt: skip
 
 
-# The whole command surface, in one place. Heavy imports stay inside the commands.
+# The whole command surface, in one place, in `serve --help`'s order. Heavy imports stay inside the
+# commands; those of LAZY are imported only when run.
+def lazy(name: str) -> None:
+    app.command(name, context_settings=PASS_THROUGH, add_help_option=False)(_lazy(name))
+
+
 app.command("render")(handles_errors(render_cmd))
 app.command("validate")(handles_errors(validate_cmd))
 app.command("profiles")(handles_errors(profiles_cmd))
 app.command("schema")(handles_errors(schema_cmd))
-app.command("check")(handles_errors(preflight_commands.check_cmd))
+lazy("check")
 app.command("probe")(handles_errors(probe_cmd))
-app.command("deploy")(handles_errors(deploy_commands.deploy_cmd))
+lazy("deploy")
 app.command("launch")(handles_errors(launch_cmd))
-app.command("rehearse")(handles_errors(rehearse_commands.rehearse_cmd))
-app.command("smoke")(handles_errors(clients_commands.smoke_cmd))
-app.command("chat")(handles_errors(clients_commands.chat_cmd))
-app.command("bench")(handles_errors(clients_commands.bench_cmd))
+lazy("rehearse")
+lazy("smoke")
+lazy("chat")
+lazy("bench")
 
 
 def main() -> None:

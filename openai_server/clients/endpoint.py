@@ -12,13 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import ClientError
+from ..probe import auth_headers
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    """The header vLLM's --api-key (and our custom server) expects; none without a key."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 @dataclass(frozen=True)

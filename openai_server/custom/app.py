@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..clients.endpoint import auth_headers
+from ..probe import auth_headers
 from . import sse
 from .engine import Delta, Engine, EngineDead, RequestRejected
 from .schemas import (

@@ -36,6 +36,15 @@ def profile_yaml(profile: Profile) -> str:
     return header + yamlout.dump(data)
 
 
+def probe_command(profile: Profile) -> list[str]:
+    """The container's health check: `serve probe` with the endpoint written out, so that it runs
+    on its fast path (the standard library, no profile to load: openai_server/probe.py); it asks
+    /v1/models for the model id, with the key from the profile's variable when there is one."""
+    url = f"http://127.0.0.1:{profile.effective_port}"
+    key = ["--api-key-env", profile.api_key_env] if profile.api_key_env else []
+    return ["serve", "probe", "--url", url, "--model", profile.model_id, *key]
+
+
 def environment(profile: Profile) -> dict[str, str]:
     env = {"PROFILE": PROFILE_IN_CONTAINER, "SERVE_HOST": "0.0.0.0"}
     if profile.api_key_env:
@@ -63,7 +72,7 @@ def compose_file(
         ],
         "shm_size": shm_size(profile),
         "healthcheck": {
-            "test": ["CMD", "serve", "probe", "--profile", PROFILE_IN_CONTAINER],
+            "test": ["CMD", *probe_command(profile)],
             "interval": "15s",
             "timeout": "5s",
             "retries": 3,

@@ -142,7 +142,7 @@ def objects(
         "size": profile.plan.nodes,
         "restartPolicy": "RecreateGroupOnPodRestart",
         "leaderTemplate": template(
-            "leader", leader_script(timing), k8s.probes(group_start_budget_s(timing))
+            "leader", leader_script(timing), k8s.probes(profile, group_start_budget_s(timing))
         ),
         "workerTemplate": template("worker", worker_script(timing), None),
     }

@@ -43,6 +43,7 @@ def options_for(
         model_id=profile.model_id,
         model=model_path(profile),
         api_key=api_key,
+        api_key_env=profile.api_key_env,
         custom_server=profile.server == "custom",
         timing=replace(timing, grace=stop_grace(timing.grace, profile.shutdown_timeout)),
         restart=RestartPolicy(mode=profile.restart, limit=restart_limit),

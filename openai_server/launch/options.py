@@ -35,6 +35,7 @@ class LaunchOptions:
     model_id: str
     model: str | None = None  # the --model argument (path or hub id), for failure messages
     api_key: str | None = None
+    api_key_env: str | None = None  # its variable's name, for the ready file (never the key)
     custom_server: bool = False
     timing: Timing = field(default_factory=Timing)
     restart: RestartPolicy = field(default_factory=RestartPolicy)

@@ -8,18 +8,9 @@ production-stack 3486), so readiness asks for the id itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import httpx
 
-from ..clients.endpoint import auth_headers
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    ready: bool
-    reason: str
-    models: tuple[str, ...] = ()
+from ..probe import ProbeResult, auth_headers, judge, models_url
 
 
 def base_url_for(host: str, port: int) -> str:
@@ -34,8 +25,9 @@ def base_url_for(host: str, port: int) -> str:
 def check_models(
     client: httpx.Client, base_url: str, model: str | None, api_key: str | None = None
 ) -> ProbeResult:
-    """One probe of /v1/models. `model=None` accepts any listed model."""
-    url = base_url.rstrip("/") + "/v1/models"
+    """One probe of /v1/models over the launcher's client (`serve probe` makes the same judgement
+    with the standard library: probe.py). `model=None` accepts any listed model."""
+    url = models_url(base_url)
     try:
         response = client.get(url, headers=auth_headers(api_key))
     except httpx.ConnectError:
@@ -44,23 +36,7 @@ def check_models(
         return ProbeResult(False, f"timed out asking {url}")
     except httpx.HTTPError as e:
         return ProbeResult(False, f"{type(e).__name__} asking {url}: {e}")
-    if response.status_code in (401, 403):
-        return ProbeResult(
-            False, f"{url} answered {response.status_code}: wrong or missing API key"
-        )
-    if response.status_code != 200:
-        return ProbeResult(False, f"{url} answered HTTP {response.status_code}")
-    try:
-        ids = tuple(str(m["id"]) for m in response.json()["data"])
-    except (ValueError, KeyError, TypeError):
-        return ProbeResult(False, f"{url} did not answer an OpenAI model list")
-    if model is None:
-        return ProbeResult(bool(ids), "ready" if ids else "no model listed yet", ids)
-    if model in ids:
-        return ProbeResult(True, "ready", ids)
-    return ProbeResult(
-        False, f"model {model!r} not listed (listed: {', '.join(ids) or 'none'})", ids
-    )
+    return judge(url, response.status_code, response.content, model)
 
 
 def check_health(client: httpx.Client, base_url: str) -> int | None:

@@ -32,13 +32,14 @@ from ..errors import (
     StartFailed,
     StopIncomplete,
 )
+from ..probe import ProbeResult
 from .diagnose import FatalWatch, diagnose
 from .gpu_release import wait_released
 from .guardian import Guardian
 from .options import LaunchOptions
 from .phases import PhaseTracker, strip_ansi
 from .process import ServerProcess
-from .readiness import ProbeResult, check_health, check_models, deep_probe
+from .readiness import check_health, check_models, deep_probe
 from .reporter import Reporter
 from .restart import Restarts
 from .watchdog import EngineWatch, ProgressWatch
@@ -354,8 +355,9 @@ def _serve(
         seconds=round(seconds, 2),
     )
     ui.event("summary", run_.phases.summary(seconds))
-    if opts.ready_file:
-        opts.ready_file.write_text(f"{opts.base_url}/v1 {opts.model_id} {seconds:.1f}\n")
+    if opts.ready_file:  # what `serve probe --ready-file` reads (probe.py): never the key itself
+        key_env = f" {opts.api_key_env}" if opts.api_key_env else ""
+        opts.ready_file.write_text(f"{opts.base_url}/v1 {opts.model_id} {seconds:.1f}{key_env}\n")
     if on_ready is not None:
         on_ready()
     run_.watch(stop)
