@@ -27,6 +27,7 @@ from pathlib import Path
 from .errors import ExitCode
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 POLL_S = 0.2
 
 
@@ -73,8 +74,11 @@ def probe_once(
 
     url = models_url(base_url)
     request = urllib.request.Request(url, headers=auth_headers(api_key))
+    # a proxy from the environment (HTTP_PROXY in a container) never reaches this host's loopback
+    local = request.host.rsplit(":", 1)[0].strip("[]") in LOOPBACK
+    opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if local else []))
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             return judge(url, response.status, response.read(), model)
     except urllib.error.HTTPError as e:
         return judge(url, e.code, b"", model)

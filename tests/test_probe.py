@@ -125,3 +125,10 @@ def test_the_cli_takes_the_ready_file_too(server: str, tmp_path: Path) -> None:
     ready.write_text(f"{server}/v1 tiny-phi3 1.0 K\n")
     out = serve_probe("--ready-file", str(ready), "--profile", "tiny-cpu", env={"K": "s3cret"})
     assert out.returncode == 0 and "lists tiny-phi3" in out.stdout, out.stderr
+
+
+def test_a_proxy_in_the_environment_is_not_used_for_loopback(server: str) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    out = serve_probe("--url", server, "--api-key-env", "K",
+                      env={"K": "s3cret", "HTTP_PROXY": dead, "http_proxy": dead})  # fmt: skip
+    assert out.returncode == 0, out.stderr
