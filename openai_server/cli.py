@@ -46,6 +46,8 @@ LAZY = {
               "usage."),
     "chat": ("openai_server.clients.commands", "chat_cmd",
              "Interactive streaming chat. Ctrl-C stops an answer, Ctrl-D or /exit quits."),
+    "fleet": ("openai_server.fleet.commands", "fleet_cmd",
+              "Serve several models behind one OpenAI endpoint, each under its own launcher."),
     "bench": ("openai_server.clients.commands", "bench_cmd",
               "Load-test the endpoint; figures defined as in `vllm bench serve` (TTFT, TPOT, ITL, "
               "...)."),
@@ -369,6 +371,7 @@ command("probe", probe_cmd)
 lazy("deploy")
 command("launch", launch_cmd)
 lazy("rehearse")
+lazy("fleet")
 lazy("smoke")
 lazy("chat")
 lazy("bench")

@@ -1,0 +1,139 @@
+"""The fleet's one OpenAI endpoint: `/v1/models` lists every model with its state; every other
+`/v1/*` request goes to the engine its `model` names, its answer passed through as it comes.
+
+- Streams are never buffered: each chunk from the engine is written to the client as it arrives;
+  a client that goes away closes the engine's connection, which makes vLLM abort the request.
+- An unknown model gets 404 with an OpenAI error body that lists the known ones; a model that is
+  starting gets 503 with Retry-After, a failed one 503 with its cause.
+- The fleet's key (api_key_env) guards everything but /health; an engine's own key, if its profile
+  sets one, is the fleet's business: clients never see it. Engines listen on loopback only, so
+  their admin routes are not reachable from outside.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+MAX_BODY = 64 * 1024 * 1024  # long prompts, images as data URLs
+RETRY_AFTER_S = 5
+# what a client's request may carry to an engine (hop-by-hop and auth headers stay here)
+FORWARDED = ("Content-Type", "Accept", "User-Agent")
+RETURNED = ("Content-Type", "Cache-Control")
+
+
+@dataclass
+class ModelState:
+    port: int
+    status: str = "starting"  # starting | ready | failed | stopped
+    cause: str | None = None
+    api_key: str | None = None  # the engine's own key, from its profile's variable
+    in_flight: int = 0
+    requests: int = 0
+
+
+@dataclass
+class Routes:
+    models: dict[str, ModelState]
+    api_key: str | None = None
+    session: ClientSession | None = field(default=None, repr=False)
+
+
+def error(
+    status: int, message: str, kind: str, code: str | None = None, **headers: str
+) -> web.Response:
+    """An OpenAI-style error: {"error": {"message", "type", "param", "code"}}."""
+    body = {"error": {"message": message, "type": kind, "param": "model" if code else None,
+                      "code": code}}  # fmt: skip
+    return web.json_response(body, status=status, headers=headers)
+
+
+def make_app(routes: Routes) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_auth(routes)])
+
+    async def health(_: web.Request) -> web.StreamResponse:
+        states = {n: {"status": s.status, "cause": s.cause} for n, s in routes.models.items()}
+        return web.json_response({"status": "ok", "models": states})
+
+    async def models(_: web.Request) -> web.StreamResponse:
+        data = [{"id": n, "object": "model", "owned_by": "serve-fleet", "state": s.status}
+                for n, s in routes.models.items()]  # fmt: skip
+        return web.json_response({"object": "list", "data": data})
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            name = json.loads(body).get("model") if body else None
+        except (ValueError, AttributeError):
+            return error(400, "the request body is not a JSON object", "invalid_request_error")
+        if not isinstance(name, str):
+            return error(400, "the request names no model (its `model` field)",
+                         "invalid_request_error", "model_not_found")  # fmt: skip
+        state = routes.models.get(name)
+        if state is None:
+            known = ", ".join(routes.models)
+            return error(404, f"The model `{name}` does not exist in this fleet; known models: "
+                         f"{known}", "invalid_request_error", "model_not_found")  # fmt: skip
+        if state.status != "ready":
+            why = f" ({state.cause})" if state.cause else ""
+            return error(503, f"model `{name}` is {state.status}{why}", "service_unavailable",
+                         "model_not_ready", **{"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        return await _pass_through(request, routes, state, body)
+
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/{tail:.*}", forward)
+    return app
+
+
+def _auth(routes: Routes) -> Any:
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        guarded = routes.api_key and request.path != "/health"
+        if guarded and request.headers.get("Authorization") != f"Bearer {routes.api_key}":
+            return error(401, "missing or wrong API key (Authorization: Bearer KEY)",
+                         "authentication_error", "invalid_api_key")  # fmt: skip
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return check
+
+
+async def _pass_through(
+    request: web.Request, routes: Routes, state: ModelState, body: bytes
+) -> web.StreamResponse:
+    if routes.session is None:
+        # no limit on connections (64 concurrent streams are normal); no total timeout (a long
+        # generation is not a hang), a short one to connect (the engine is on this host)
+        routes.session = ClientSession(
+            connector=TCPConnector(limit=0), timeout=ClientTimeout(total=None, sock_connect=5)
+        )
+    headers = {h: request.headers[h] for h in FORWARDED if h in request.headers}
+    if state.api_key:
+        headers["Authorization"] = f"Bearer {state.api_key}"
+    url = f"http://127.0.0.1:{state.port}{request.rel_url}"
+    state.in_flight += 1
+    state.requests += 1
+    try:
+        async with routes.session.post(url, data=body, headers=headers) as upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={h: upstream.headers[h] for h in RETURNED if h in upstream.headers},
+            )
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except BaseException:
+                upstream.close()  # the client left: drop the engine's connection (vLLM aborts)
+                raise
+            await response.write_eof()
+            return response
+    except OSError as e:  # aiohttp's ClientConnectorError is one
+        return error(502, f"model `{request.match_info.get('tail')}`'s engine did not answer: "
+                     f"{e}", "service_unavailable", "engine_unreachable")  # fmt: skip
+    finally:
+        state.in_flight -= 1

@@ -1,0 +1,135 @@
+"""A fleet file: several models behind one OpenAI endpoint. Pure: text in, validated members out.
+
+    port: 8000
+    host: 127.0.0.1
+    api_key_env: FLEET_KEY      # optional: the fleet's own key, for everything but /health
+    models:                     # the public model name -> its profile
+      chat: {profile: h100}
+      small: {profile: ./small.yaml, set: {max_num_seqs: 32}}
+
+Each model is a normal profile, resolved with the loader (its layers, its strictness, its one-line
+errors, which name the model here) plus what the fleet decides for it: its served name (the public
+one), loopback as its host (an engine is never reachable from outside, nor its admin routes), and
+a port of its own. A profile path is relative to the fleet file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ProfileError
+from ..loader import Resolved, find_profile, load, parse_yaml, read_profile
+from ..profile_values import ServedName
+
+ENGINE_HOST = "127.0.0.1"
+MAX_MODELS = 16
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Scalar = str | int | float | bool
+
+
+class FleetModel(Strict):
+    profile: Annotated[str, Field(min_length=1, description="built-in name or path")]
+    set: dict[str, Scalar] = Field(default_factory=dict, description="profile keys to override")
+
+
+class FleetFile(Strict):
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    host: str = "127.0.0.1"
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    models: Annotated[dict[ServedName, FleetModel], Field(min_length=1, max_length=MAX_MODELS)]
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # the public model name, the engine's served name
+    port: int  # the engine's loopback port
+    profile_ref: str  # what `serve launch --profile` gets
+    sets: tuple[str, ...]  # and its --set arguments
+    resolved: Resolved
+
+
+@dataclass(frozen=True)
+class Fleet:
+    source: str
+    port: int
+    host: str
+    api_key_env: str | None
+    members: tuple[Member, ...]
+
+
+def _line_of(lines: dict[str, int], loc: tuple[Any, ...]) -> int | None:
+    for i in range(len(loc), 0, -1):
+        if (line := lines.get(".".join(str(p) for p in loc[:i]))) is not None:
+            return line
+    return None
+
+
+def parse(text: str, source: str) -> FleetFile:
+    data, lines = parse_yaml(text, source)
+    try:
+        return FleetFile.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top)"
+        line = _line_of(lines, loc)
+        where = f"{source}:{line}" if line else source
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = FleetModel.model_fields if len(loc) > 2 else FleetFile.model_fields
+            msg = f"unknown key; allowed: {', '.join(allowed)}"
+        raise ProfileError(f"{where}: {key}: {msg}") from None
+
+
+def resolve(fleet: FleetFile, source: str, base: Path, ports: list[int]) -> Fleet:
+    """Each model's profile resolved as `serve launch` will (ProfileError names the model)."""
+    members = []
+    for (name, model), port in zip(fleet.models.items(), ports, strict=True):
+        ref = model.profile
+        if "/" in ref or ref.endswith((".yaml", ".yml")):
+            try:
+                ref = str(find_profile(ref, relative_to=base).resolve())
+            except ProfileError as e:
+                raise ProfileError(f"{source}: models.{name}.profile: {e.message}") from None
+        sets = [f"{k}={_text(v)}" for k, v in model.set.items()]
+        sets += [f"served_model_name={name}", f"host={ENGINE_HOST}", f"port={port}"]
+        try:
+            resolved = load(ref, sets=sets)
+        except ProfileError as e:
+            raise ProfileError(f"{source}: models.{name}: {e.message}") from None
+        members.append(Member(name, port, ref, tuple(sets), resolved))
+    return Fleet(source, fleet.port, fleet.host, fleet.api_key_env, tuple(members))
+
+
+def _text(value: Scalar) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` loopback ports free now (the engines bind them a moment later)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind((ENGINE_HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def load_fleet(path: Path) -> Fleet:
+    """The fleet file at `path`, every model resolved, each given a free loopback port."""
+    source = str(path)
+    fleet = parse(read_profile(path, source), source)
+    return resolve(fleet, source, path.resolve().parent, free_ports(len(fleet.models)))
