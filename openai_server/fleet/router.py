@@ -3,8 +3,11 @@
 
 - Streams are never buffered: each chunk from the engine is written to the client as it arrives;
   a client that goes away closes the engine's connection, which makes vLLM abort the request.
-- An unknown model gets 404 with an OpenAI error body that lists the known ones; a model that is
-  starting gets 503 with Retry-After, a failed one 503 with its cause.
+- An unknown model gets 404 with an OpenAI error body that lists the known ones. A request for a
+  model that is starting waits for it (at most `queue_timeout` seconds, at most `queue_limit`
+  requests a model), then 503 with Retry-After; a failed model answers 503 with its cause.
+- `GET /fleet` gives each model's state and counts, `GET /metrics` the same as Prometheus metrics
+  (both behind the key, as everything but /health: a scrape config sends it as a bearer token).
 - The fleet's key (api_key_env) guards everything but /health; an engine's own key, if its profile
   sets one, is the fleet's business: clients never see it. Engines listen on loopback only, so
   their admin routes are not reachable from outside.
@@ -12,7 +15,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +25,12 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 MAX_BODY = 64 * 1024 * 1024  # long prompts, images as data URLs
 RETRY_AFTER_S = 5
+QUEUE_TIMEOUT_S = 60.0  # how long a request waits for a model that is starting
+QUEUE_LIMIT = 64  # requests waiting for one model; more get 503 at once
 # what a client's request may carry to an engine (hop-by-hop and auth headers stay here)
 FORWARDED = ("Content-Type", "Accept", "User-Agent")
 RETURNED = ("Content-Type", "Cache-Control")
+OPEN = ("/health",)  # never behind the fleet's key (probes); Prometheus scrapes with the key
 
 
 @dataclass
@@ -32,13 +40,25 @@ class ModelState:
     cause: str | None = None
     api_key: str | None = None  # the engine's own key, from its profile's variable
     in_flight: int = 0
+    waiting: int = 0
     requests: int = 0
+    since: float = field(default_factory=time.time)  # when the state last changed (epoch s)
+
+    def set(self, status: str, cause: str | None = None) -> None:
+        self.status, self.cause, self.since = status, cause, time.time()
+
+    def shown(self) -> dict[str, Any]:
+        return {"state": self.status, "cause": self.cause, "port": self.port,
+                "since": round(self.since, 3), "requests": self.requests,
+                "in_flight": self.in_flight, "waiting": self.waiting}  # fmt: skip
 
 
 @dataclass
 class Routes:
     models: dict[str, ModelState]
     api_key: str | None = None
+    queue_timeout: float = QUEUE_TIMEOUT_S
+    queue_limit: int = QUEUE_LIMIT
     session: ClientSession | None = field(default=None, repr=False)
 
 
@@ -57,6 +77,12 @@ def make_app(routes: Routes) -> web.Application:
     async def health(_: web.Request) -> web.StreamResponse:
         states = {n: {"status": s.status, "cause": s.cause} for n, s in routes.models.items()}
         return web.json_response({"status": "ok", "models": states})
+
+    async def status(_: web.Request) -> web.StreamResponse:
+        return web.json_response({"models": {n: s.shown() for n, s in routes.models.items()}})
+
+    async def metrics(_: web.Request) -> web.StreamResponse:
+        return web.Response(text=prometheus(routes), content_type="text/plain")
 
     async def models(_: web.Request) -> web.StreamResponse:
         data = [{"id": n, "object": "model", "owned_by": "serve-fleet", "state": s.status}
@@ -77,6 +103,8 @@ def make_app(routes: Routes) -> web.Application:
             known = ", ".join(routes.models)
             return error(404, f"The model `{name}` does not exist in this fleet; known models: "
                          f"{known}", "invalid_request_error", "model_not_found")  # fmt: skip
+        if state.status == "starting" and state.waiting < routes.queue_limit:
+            await _wait_ready(state, routes.queue_timeout)
         if state.status != "ready":
             why = f" ({state.cause})" if state.cause else ""
             return error(503, f"model `{name}` is {state.status}{why}", "service_unavailable",
@@ -84,15 +112,45 @@ def make_app(routes: Routes) -> web.Application:
         return await _pass_through(request, routes, state, body)
 
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/fleet", status)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/{tail:.*}", forward)
     return app
 
 
+async def _wait_ready(state: ModelState, timeout: float) -> None:
+    """Wait while the model starts (a client that leaves cancels this handler)."""
+    state.waiting += 1
+    try:
+        deadline = time.monotonic() + timeout
+        while state.status == "starting" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        state.waiting -= 1
+
+
+def prometheus(routes: Routes) -> str:
+    """The fleet's own metrics, beside each engine's (which stay on the engines' ports)."""
+    rows = [
+        ("serve_fleet_requests_total", "counter", "requests routed to the model"),
+        ("serve_fleet_requests_in_flight", "gauge", "requests the engine is answering"),
+        ("serve_fleet_requests_waiting", "gauge", "requests waiting for the model to start"),
+        ("serve_fleet_model_ready", "gauge", "1 when the model answers"),
+    ]
+    values = {n: (s.requests, s.in_flight, s.waiting, int(s.status == "ready"))
+              for n, s in routes.models.items()}  # fmt: skip
+    out = []
+    for i, (name, kind, text) in enumerate(rows):
+        out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        out += [f'{name}{{model="{m}"}} {v[i]}' for m, v in values.items()]
+    return "\n".join(out) + "\n"
+
+
 def _auth(routes: Routes) -> Any:
     @web.middleware
     async def check(request: web.Request, handler: Any) -> web.StreamResponse:
-        guarded = routes.api_key and request.path != "/health"
+        guarded = routes.api_key and request.path not in OPEN
         if guarded and request.headers.get("Authorization") != f"Bearer {routes.api_key}":
             return error(401, "missing or wrong API key (Authorization: Bearer KEY)",
                          "authentication_error", "invalid_api_key")  # fmt: skip

@@ -130,7 +130,7 @@ async def _serve(fleet: Fleet, routes: Routes, launchers: list[Launcher]) -> int
             await routes.session.close()
         problems = [p for launcher in launchers if (p := await asyncio.to_thread(launcher.stop))]
         for state in routes.models.values():
-            state.status = "stopped"
+            state.set("stopped")
         if problems:
             say(f"stop incomplete: {'; '.join(problems)}")
         else:
@@ -145,13 +145,13 @@ async def _watch(routes: Routes, launchers: list[Launcher]) -> None:
                 continue
             if launcher.proc.poll() is not None:
                 launcher.proc.drain_output()
-                state.status, state.cause = "failed", launcher.error_line()
+                state.set("failed", launcher.error_line())
                 say(f"{launcher.member.name}: failed: {state.cause}")
             elif state.status == "starting" and launcher.ready.exists():
-                state.status = "ready"
+                state.set("ready")
                 say(f"{launcher.member.name}: ready")
             elif state.status == "ready" and not launcher.ready.exists():
-                state.status = "starting"  # its launcher restarts it
+                state.set("starting")  # its launcher restarts it
                 say(f"{launcher.member.name}: not ready (restarting)")
         await asyncio.sleep(POLL_S)
 

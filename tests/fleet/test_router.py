@@ -98,7 +98,7 @@ def test_unknown_starting_and_failed_models_get_openai_errors() -> None:
         assert status == 400 and body["error"]["type"] == "invalid_request_error"
         assert engine.seen == []
 
-    run(check)
+    run(check, queue_timeout=0)
 
 
 def test_a_request_reaches_its_engine_with_the_engines_key_and_streams_as_it_comes() -> None:
@@ -145,6 +145,8 @@ def test_the_fleets_key_guards_all_but_health() -> None:
             async with s.get(f"{url}/v1/models", headers={"Authorization": "Bearer k"}) as r:
                 listed = {m["id"]: m["state"] for m in (await r.json())["data"]}
                 assert listed == {"chat": "ready", "small": "starting", "broken": "failed"}
+            async with s.get(f"{url}/metrics") as r:
+                assert r.status == 401
             async with s.get(f"{url}/health") as r:
                 assert r.status == 200
                 assert (await r.json())["models"]["broken"]["cause"] == "CUDA out of memory"
@@ -152,3 +154,41 @@ def test_the_fleets_key_guards_all_but_health() -> None:
         assert status == 401 and engine.seen == []
 
     run(check, api_key="k")
+
+
+def test_a_request_for_a_starting_model_waits_for_it_then_is_answered() -> None:
+    async def check(engine: Engine, url: str, routes: Routes) -> None:
+        chat = routes.models["chat"]
+        chat.set("starting")
+
+        async def becomes_ready() -> None:
+            while chat.waiting == 0:  # the request is queued
+                await asyncio.sleep(0.02)
+            async with aiohttp.ClientSession() as s, s.get(f"{url}/fleet") as r:
+                assert (await r.json())["models"]["chat"]["waiting"] == 1
+            chat.set("ready")
+
+        ready = asyncio.create_task(becomes_ready())
+        status, _, body = await post(f"{url}/v1/completions", {"model": "chat"})
+        await ready
+        assert status == 200 and body.count("data: ") == 3
+        assert chat.waiting == 0 and chat.requests == 1
+
+    run(check, queue_timeout=10)
+
+
+def test_fleet_status_and_prometheus_metrics() -> None:
+    async def check(engine: Engine, url: str, routes: Routes) -> None:
+        await post(f"{url}/v1/completions", {"model": "chat"})
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}/fleet") as r:
+                shown = (await r.json())["models"]
+            async with s.get(f"{url}/metrics") as r:
+                text = await r.text()
+        assert shown["chat"]["state"] == "ready" and shown["chat"]["requests"] == 1
+        assert shown["broken"]["cause"] == "CUDA out of memory"
+        assert 'serve_fleet_requests_total{model="chat"} 1' in text
+        assert 'serve_fleet_model_ready{model="small"} 0' in text
+        assert "# TYPE serve_fleet_requests_in_flight gauge" in text
+
+    run(check)
