@@ -18,7 +18,11 @@ def fleet_cmd(
     ] = False,
 ) -> None:
     """Serve several models behind one OpenAI endpoint, each under its own launcher."""
+    from .placement import check_host
     from .run import run_fleet
     from .spec import load_fleet
 
-    run_fleet(load_fleet(file), check=not no_check)
+    fleet = load_fleet(file)
+    if not no_check:
+        check_host(fleet.members, fleet.source)  # before anything starts
+    run_fleet(fleet, check=not no_check)
