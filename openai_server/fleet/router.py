@@ -4,8 +4,10 @@
 - Streams are never buffered: each chunk from the engine is written to the client as it arrives;
   a client that goes away closes the engine's connection, which makes vLLM abort the request.
 - An unknown model gets 404 with an OpenAI error body that lists the known ones. A request for a
-  model that is starting waits for it (at most `queue_timeout` seconds, at most `queue_limit`
-  requests a model), then 503 with Retry-After; a failed model answers 503 with its cause.
+  model that is not loaded (not preloaded, or stopped after its ttl) asks the fleet to start it
+  (`Routes.load`); a request for a model that is starting or stopping waits (at most
+  `queue_timeout` seconds, at most `queue_limit` requests a model), then 503 with Retry-After; a
+  failed model answers 503 with its cause.
 - `GET /fleet` gives each model's state and counts, `GET /metrics` the same as Prometheus metrics
   (both behind the key, as everything but /health: a scrape config sends it as a bearer token).
 - The fleet's key (api_key_env) guards everything but /health; an engine's own key, if its profile
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,8 @@ MAX_BODY = 64 * 1024 * 1024  # long prompts, images as data URLs
 RETRY_AFTER_S = 5
 QUEUE_TIMEOUT_S = 60.0  # how long a request waits for a model that is starting
 QUEUE_LIMIT = 64  # requests waiting for one model; more get 503 at once
+# a model in these states answers once it is ready: its requests wait for it
+PENDING = ("unloaded", "starting", "stopping")
 # what a client's request may carry to an engine (hop-by-hop and auth headers stay here)
 FORWARDED = ("Content-Type", "Accept", "User-Agent")
 RETURNED = ("Content-Type", "Cache-Control")
@@ -36,13 +41,16 @@ OPEN = ("/health",)  # never behind the fleet's key (probes); Prometheus scrapes
 @dataclass
 class ModelState:
     port: int
-    status: str = "starting"  # starting | ready | failed | stopped
+    status: str = "starting"  # unloaded | starting | ready | stopping | failed | stopped
     cause: str | None = None
     api_key: str | None = None  # the engine's own key, from its profile's variable
     in_flight: int = 0
     waiting: int = 0
     requests: int = 0
     since: float = field(default_factory=time.time)  # when the state last changed (epoch s)
+    last_used: float = field(default_factory=time.monotonic)  # a request began or ended
+    loads: int = 0  # starts of its engine, the first included
+    load_seconds: float = 0.0  # their time from start to ready, summed
 
     def set(self, status: str, cause: str | None = None) -> None:
         self.status, self.cause, self.since = status, cause, time.time()
@@ -50,7 +58,8 @@ class ModelState:
     def shown(self) -> dict[str, Any]:
         return {"state": self.status, "cause": self.cause, "port": self.port,
                 "since": round(self.since, 3), "requests": self.requests,
-                "in_flight": self.in_flight, "waiting": self.waiting}  # fmt: skip
+                "in_flight": self.in_flight, "waiting": self.waiting, "loads": self.loads,
+                "load_seconds": round(self.load_seconds, 2)}  # fmt: skip
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Routes:
     api_key: str | None = None
     queue_timeout: float = QUEUE_TIMEOUT_S
     queue_limit: int = QUEUE_LIMIT
+    load: Callable[[str], None] | None = None  # start a model that is not loaded (the fleet's)
     session: ClientSession | None = field(default=None, repr=False)
 
 
@@ -103,7 +113,9 @@ def make_app(routes: Routes) -> web.Application:
             known = ", ".join(routes.models)
             return error(404, f"The model `{name}` does not exist in this fleet; known models: "
                          f"{known}", "invalid_request_error", "model_not_found")  # fmt: skip
-        if state.status == "starting" and state.waiting < routes.queue_limit:
+        if state.status in PENDING and state.waiting < routes.queue_limit:
+            if routes.load is not None:
+                routes.load(name)
             await _wait_ready(state, routes.queue_timeout)
         if state.status != "ready":
             why = f" ({state.cause})" if state.cause else ""
@@ -124,7 +136,7 @@ async def _wait_ready(state: ModelState, timeout: float) -> None:
     state.waiting += 1
     try:
         deadline = time.monotonic() + timeout
-        while state.status == "starting" and time.monotonic() < deadline:
+        while state.status in PENDING and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     finally:
         state.waiting -= 1
@@ -137,9 +149,11 @@ def prometheus(routes: Routes) -> str:
         ("serve_fleet_requests_in_flight", "gauge", "requests the engine is answering"),
         ("serve_fleet_requests_waiting", "gauge", "requests waiting for the model to start"),
         ("serve_fleet_model_ready", "gauge", "1 when the model answers"),
+        ("serve_fleet_loads_total", "counter", "starts of the model's engine"),
+        ("serve_fleet_load_seconds_total", "counter", "seconds from those starts to ready"),
     ]
-    values = {n: (s.requests, s.in_flight, s.waiting, int(s.status == "ready"))
-              for n, s in routes.models.items()}  # fmt: skip
+    values = {n: (s.requests, s.in_flight, s.waiting, int(s.status == "ready"), s.loads,
+                  round(s.load_seconds, 3)) for n, s in routes.models.items()}  # fmt: skip
     out = []
     for i, (name, kind, text) in enumerate(rows):
         out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
@@ -175,6 +189,7 @@ async def _pass_through(
     url = f"http://127.0.0.1:{state.port}{request.rel_url}"
     state.in_flight += 1
     state.requests += 1
+    state.last_used = time.monotonic()
     try:
         async with routes.session.post(url, data=body, headers=headers) as upstream:
             response = web.StreamResponse(
@@ -195,3 +210,4 @@ async def _pass_through(
                      f"{e}", "service_unavailable", "engine_unreachable")  # fmt: skip
     finally:
         state.in_flight -= 1
+        state.last_used = time.monotonic()

@@ -5,7 +5,7 @@
     api_key_env: FLEET_KEY      # optional: the fleet's own key, for everything but /health
     models:                     # the public model name -> its profile
       chat: {profile: h100}
-      small: {profile: ./small.yaml, set: {max_num_seqs: 32}}
+      small: {profile: ./small.yaml, set: {max_num_seqs: 32}, preload: false, ttl: 600}
 
 Each model is a normal profile, resolved with the loader (its layers, its strictness, its one-line
 errors, which name the model here) plus what the fleet decides for it: its served name (the public
@@ -39,12 +39,19 @@ Scalar = str | int | float | bool
 class FleetModel(Strict):
     profile: Annotated[str, Field(min_length=1, description="built-in name or path")]
     set: dict[str, Scalar] = Field(default_factory=dict, description="profile keys to override")
+    preload: bool = Field(True, description="start with the fleet (false: at its first request)")
+    ttl: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="seconds without a request after which its engine is stopped"
+    )
 
 
 class FleetFile(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     host: str = "127.0.0.1"
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    queue_timeout: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="how long a request waits for its model to start"
+    )
     models: Annotated[dict[ServedName, FleetModel], Field(min_length=1, max_length=MAX_MODELS)]
 
 
@@ -55,6 +62,8 @@ class Member:
     profile_ref: str  # what `serve launch --profile` gets
     sets: tuple[str, ...]  # and its --set arguments
     resolved: Resolved
+    preload: bool = True
+    ttl: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class Fleet:
     host: str
     api_key_env: str | None
     members: tuple[Member, ...]
+    queue_timeout: float = 300.0
 
 
 def _line_of(lines: dict[str, int], loc: tuple[Any, ...]) -> int | None:
@@ -106,8 +116,9 @@ def resolve(fleet: FleetFile, source: str, base: Path, ports: list[int]) -> Flee
             resolved = load(ref, sets=sets)
         except ProfileError as e:
             raise ProfileError(f"{source}: models.{name}: {e.message}") from None
-        members.append(Member(name, port, ref, tuple(sets), resolved))
-    return Fleet(source, fleet.port, fleet.host, fleet.api_key_env, tuple(members))
+        members.append(Member(name, port, ref, tuple(sets), resolved, model.preload, model.ttl))
+    return Fleet(source, fleet.port, fleet.host, fleet.api_key_env, tuple(members),
+                 fleet.queue_timeout)  # fmt: skip
 
 
 def _text(value: Scalar) -> str:

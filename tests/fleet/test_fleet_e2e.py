@@ -36,7 +36,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
         f"port: {port}\nmodels:\n"
         # tiny-cpu caps answers at 128 tokens (sampling.max_tokens): chat's may be 512 long
         "  chat: {profile: tiny-cpu, set: {enforce_eager: true, sampling.max_tokens: 512}}\n"
-        "  small: {profile: small.yaml, set: {enforce_eager: true}}\n"
+        # small starts at its first request and stops after 15 s without one
+        "  small: {profile: small.yaml, set: {enforce_eager: true}, preload: false, ttl: 15}\n"
     )
     log = tmp / "fleet.log"
     with log.open("wb") as out:
@@ -44,7 +45,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     running = Launched(proc, f"http://127.0.0.1:{port}", port, "chat", log)
     deadline = time.monotonic() + READY_S
-    while output(running).count(": ready\n") < 2:
+    while "serve: fleet: chat: ready" not in output(running):
         assert proc.poll() is None, output(running)[-4000:]
         assert time.monotonic() < deadline, output(running)[-4000:]
         time.sleep(0.5)
@@ -58,14 +59,17 @@ def client(fleet: Launched) -> OpenAI:
     return OpenAI(base_url=f"{fleet.base_url}/v1", api_key="none", max_retries=0)
 
 
-def test_both_models_are_listed_ready(fleet: Launched) -> None:
+def test_both_models_are_listed_the_one_not_preloaded_as_unloaded(fleet: Launched) -> None:
     listed = httpx.get(f"{fleet.base_url}/v1/models").json()["data"]
-    assert {(m["id"], m["state"]) for m in listed} == {("chat", "ready"), ("small", "ready")}
+    assert {(m["id"], m["state"]) for m in listed} == {("chat", "ready"), ("small", "unloaded")}
     assert [m.id for m in client(fleet).models.list()] == ["chat", "small"]
+    assert "small: started its launcher" not in output(fleet)
 
 
-def test_each_model_answers_under_its_own_name(fleet: Launched) -> None:
-    for name in ("chat", "small"):
+def test_each_model_answers_under_its_own_name_the_unloaded_one_once_started(
+    fleet: Launched,
+) -> None:
+    for name in ("chat", "small"):  # small's request waits for its start
         reply = client(fleet).chat.completions.create(
             model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
@@ -108,12 +112,29 @@ def test_an_unknown_model_gets_a_404_with_an_openai_error(fleet: Launched) -> No
     assert "known models: chat, small" in body["message"]
 
 
+def test_a_model_idle_for_its_ttl_is_unloaded_and_loads_again_at_its_next_request(
+    fleet: Launched,
+) -> None:
+    deadline = time.monotonic() + 60
+    while "small: unloaded; it starts again at its next request" not in output(fleet):
+        assert time.monotonic() < deadline, output(fleet)[-3000:]
+        time.sleep(0.5)
+    state = httpx.get(f"{fleet.base_url}/fleet").json()["models"]["small"]
+    assert state["state"] == "unloaded" and state["loads"] == 1 and state["load_seconds"] > 0
+    engines = [int(p) for p in re.findall(r"\[small\] serve: started the server \(pid (\d+)\)",
+                                          output(fleet))]  # fmt: skip
+    assert_nothing_left(f"started the server (pid {engines[0]})", None)  # its engine is gone
+    reply = client(fleet).completions.create(model="small", prompt="x", max_tokens=2)
+    assert reply.model == "small"
+    assert httpx.get(f"{fleet.base_url}/fleet").json()["models"]["small"]["loads"] == 2
+
+
 def test_sigterm_stops_every_model_and_leaves_nothing(fleet: Launched) -> None:
     fleet.proc.send_signal(signal.SIGTERM)
     assert fleet.proc.wait(120) == ExitCode.TERMINATED, output(fleet)[-3000:]
     out = output(fleet)
     assert "serve: fleet: every model's launcher stopped; none left" in out
     launchers = [int(p) for p in re.findall(r"started its launcher \(pid (\d+)\)", out)]
-    assert len(launchers) == 2
+    assert len(launchers) == 3  # chat's, and small's two loads
     assert_nothing_left(out, fleet.port)  # the engines' groups ("started the server (pid N)")
     assert all(not Path(f"/proc/{pid}").exists() for pid in launchers)

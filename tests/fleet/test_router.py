@@ -192,3 +192,21 @@ def test_fleet_status_and_prometheus_metrics() -> None:
         assert "# TYPE serve_fleet_requests_in_flight gauge" in text
 
     run(check)
+
+
+def test_a_request_for_an_unloaded_model_asks_the_fleet_to_load_it_and_waits() -> None:
+    async def check(engine: Engine, url: str, routes: Routes) -> None:
+        chat = routes.models["chat"]
+        chat.set("unloaded")
+        asked: list[str] = []
+
+        def load(name: str) -> None:  # what the fleet's controller does: start, ready later
+            asked.append(name)
+            routes.models[name].set("starting")
+            asyncio.get_running_loop().call_later(0.3, routes.models[name].set, "ready")
+
+        routes.load = load
+        status, _, body = await post(f"{url}/v1/completions", {"model": "chat"})
+        assert status == 200 and body.count("data: ") == 3 and asked == ["chat"]
+
+    run(check, queue_timeout=10)
