@@ -28,6 +28,7 @@ FAULT_TIMES = ROOT / "benchmarks" / "out" / "fault-detection.jsonl"
 # then the files with end-to-end tests; then the rest.
 LONGEST = (
     "test_two_nodes_serve_restart_as_a_group",
+    "test_a_model_idle_for_its_ttl_is_unloaded",  # tests/fleet: two engines, three starts
     "test_kv_cache_too_small_suggests",
     "test_engine_core_killed_after_ready",
     "test_engine_death_after_ready_makes_the_custom_server_exit_1",
