@@ -121,7 +121,7 @@ def make_app(routes: Routes) -> web.Application:
             why = f" ({state.cause})" if state.cause else ""
             return error(503, f"model `{name}` is {state.status}{why}", "service_unavailable",
                          "model_not_ready", **{"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
-        return await _pass_through(request, routes, state, body)
+        return await _pass_through(request, routes, name, body)
 
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
@@ -175,8 +175,9 @@ def _auth(routes: Routes) -> Any:
 
 
 async def _pass_through(
-    request: web.Request, routes: Routes, state: ModelState, body: bytes
+    request: web.Request, routes: Routes, name: str, body: bytes
 ) -> web.StreamResponse:
+    state = routes.models[name]
     if routes.session is None:
         # no limit on connections (64 concurrent streams are normal); no total timeout (a long
         # generation is not a hang), a short one to connect (the engine is on this host)
@@ -190,6 +191,7 @@ async def _pass_through(
     state.in_flight += 1
     state.requests += 1
     state.last_used = time.monotonic()
+    response: web.StreamResponse | None = None
     try:
         async with routes.session.post(url, data=body, headers=headers) as upstream:
             response = web.StreamResponse(
@@ -206,8 +208,10 @@ async def _pass_through(
             await response.write_eof()
             return response
     except OSError as e:  # aiohttp's ClientConnectorError is one
-        return error(502, f"model `{request.match_info.get('tail')}`'s engine did not answer: "
-                     f"{e}", "service_unavailable", "engine_unreachable")  # fmt: skip
+        if response is not None:  # the answer had begun: only closing it is left
+            raise
+        return error(502, f"model `{name}`: its engine did not answer ({e})",
+                     "service_unavailable", "engine_unreachable")  # fmt: skip
     finally:
         state.in_flight -= 1
         state.last_used = time.monotonic()

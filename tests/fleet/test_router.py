@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from openai_server.fleet.router import ModelState, Routes, make_app
+from tests.conftest import free_port
 
 Serve = Callable[[Routes], Awaitable[None]]
 
@@ -210,3 +211,14 @@ def test_a_request_for_an_unloaded_model_asks_the_fleet_to_load_it_and_waits() -
         assert status == 200 and body.count("data: ") == 3 and asked == ["chat"]
 
     run(check, queue_timeout=10)
+
+
+def test_an_engine_that_does_not_answer_is_a_502_naming_the_model() -> None:
+    async def check(engine: Engine, url: str, routes: Routes) -> None:
+        routes.models["chat"].port = free_port()  # nothing listens there
+        status, _, body = await post(f"{url}/v1/completions", {"model": "chat"})
+        assert status == 502 and body["error"]["code"] == "engine_unreachable"
+        assert body["error"]["message"].startswith("model `chat`: its engine did not answer")
+        assert routes.models["chat"].in_flight == 0
+
+    run(check)
