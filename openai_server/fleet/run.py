@@ -30,6 +30,7 @@ from ..command import Command
 from ..errors import Interrupted, RefusedError
 from ..launch.guardian import Guardian
 from ..launch.process import ServerProcess
+from ..launch.supervisor import stop_group
 from .router import PENDING, ModelState, Routes, make_app
 from .spec import Fleet, Member
 
@@ -81,11 +82,10 @@ class Launcher:
         """Stop and verify (idempotent); the problem, None when nothing is left."""
         if self.proc is None or self.guardian is None:
             return None
-        self.proc.stop(LAUNCHER_GRACE_S)
+        _took, _left, problem = stop_group(self.proc, LAUNCHER_GRACE_S)  # the launcher's stop
         self.guardian.close()
-        left = self.proc.members()
         self.ready.unlink(missing_ok=True)
-        return f"{self.member.name}: processes left {left}" if left else None
+        return f"{self.member.name}: {problem}" if problem else None
 
 
 def _api_key(var: str | None, what: str) -> str | None:
