@@ -91,28 +91,31 @@ def test_models_health_and_ready_answer(server: Launched) -> None:
 def test_concurrent_requests_are_batched_by_the_engine(server: Launched) -> None:
     """Evidence that does not depend on this shared machine's speed: vLLM's own iteration
     counter. Four 64-token streams served one after another take >= 256 engine steps; batched,
-    their decode steps are shared, so steps stay far below the tokens generated. And the streams
-    overlap: each has its first token before any has finished."""
+    their decode steps are shared, so steps stay below the tokens generated.
+
+    Not used as evidence: when each client saw its first token. A starved client reads one
+    stream's buffered events to the end before it reads the next (an awaited read with data ready
+    does not yield), so two batched streams were seen "one after the other" in 3 ms under CI load.
+    """
     n, tokens = 4, 64
     steps_before = metric(server.base_url, "vllm:iteration_tokens_total_count")
 
-    async def one(client: httpx.AsyncClient) -> tuple[float, float]:
-        first = 0.0
+    async def one(client: httpx.AsyncClient) -> int:
+        events = 0
         async with client.stream(
             "POST", "/generate-stream", json={"prompt": "Batch me", "max_tokens": tokens, **FIXED}
         ) as r:
             async for line in r.aiter_lines():
-                if not first and line.startswith('data: {"text"'):
-                    first = time.monotonic()
-        return first, time.monotonic()
+                events += line.startswith('data: {"text"')
+        return events
 
-    async def all_of_them() -> list[tuple[float, float]]:
+    async def all_of_them() -> list[int]:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
             return await asyncio.gather(*(one(client) for _ in range(n)))
 
-    spans = asyncio.run(all_of_them())
+    events = asyncio.run(all_of_them())
     steps = metric(server.base_url, "vllm:iteration_tokens_total_count") - steps_before
-    assert max(first for first, _ in spans) < min(end for _, end in spans), spans
+    assert all(events), events
     # Served one after another, the streams take at least n x tokens steps (a step makes at most
     # one token of a sequence). How many steps they share depends on when the requests reach the
     # engine, which this loaded machine staggers (0.50 to 0.75 of n x tokens seen): a tenth of the
