@@ -51,6 +51,8 @@ LAZY = {
     "bench": ("openai_server.clients.commands", "bench_cmd",
               "Load-test the endpoint; figures defined as in `vllm bench serve` (TTFT, TPOT, ITL, "
               "...)."),
+    "top": ("openai_server.top.commands", "top_cmd",
+            "Watch a running server and this host's GPUs live (--once --json: one snapshot)."),
 }  # fmt: skip
 
 
@@ -375,6 +377,7 @@ lazy("fleet")
 lazy("smoke")
 lazy("chat")
 lazy("bench")
+lazy("top")
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ class ExitCode(IntEnum):
     NODE_LOST = 33  # the head: a worker node's launcher, or its part of the server, went away
     HEAD_LOST = 34  # a worker: the head's launcher went away (or never answered)
     JOIN_TIMEOUT = 35  # the head: not every node joined within --join-timeout
+    NO_METRICS = 36  # `serve top`: the server answers but gives no vLLM metrics (or needs a key)
     INTERRUPTED = 130  # stopped by SIGINT (128 + 2), after a clean group stop
     TERMINATED = 143  # stopped by SIGTERM (128 + 15), after a clean group stop
 
@@ -126,6 +127,12 @@ class NotReady(ServeError):
     """A readiness probe found the endpoint not ready."""
 
     exit_code = ExitCode.NOT_READY
+
+
+class NoMetrics(ServeError):
+    """The server answers, but its /metrics is missing, not vLLM's, or behind a key."""
+
+    exit_code = ExitCode.NO_METRICS
 
 
 class ClientError(ServeError):
