@@ -84,7 +84,7 @@ def read(
     try:
         count = nvml.nvmlDeviceGetCount()
         gpus = tuple(_one(nvml, i, name_of or holder_name) for i in range(count))
-        return GpuSection(bool(gpus), "" if gpus else "GPUs not visible: NVML lists none")
+        return GpuSection(bool(gpus), "" if gpus else "GPUs not visible: NVML lists none", gpus)
     except Exception as e:
         return GpuSection(False, f"GPUs not visible: NVML failed ({e})")
     finally:
@@ -130,8 +130,8 @@ def served_model(cmdline: str) -> str | None:
     except ValueError:
         words = cmdline.split()
     for flag in ("--served-model-name", "--model"):
-        for i, word in enumerate(words[:-1]):
-            if word == flag:
+        for i, word in enumerate(words):
+            if word == flag and i + 1 < len(words):
                 return words[i + 1]
             if word.startswith(flag + "="):
                 return word.split("=", 1)[1]
