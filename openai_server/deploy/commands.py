@@ -15,7 +15,7 @@ from ..errors import RefusedError
 from ..preflight import gpus
 from ..preflight.check import Target, run
 from ..profile import Profile
-from . import compose, hf_endpoint, hf_space, hosts, k8s, k8s_lws, skyserve
+from . import compose, hf_endpoint, hf_space, hosts, k8s, k8s_lws, monitoring, skyserve
 from .accelerators import Choice, choose
 from .budgets import gpus_needed
 
@@ -106,6 +106,13 @@ def deploy_cmd(
     target_qps: Annotated[
         float | None, typer.Option(min=0.01, help="skyserve: requests/s per replica to scale on")
     ] = None,
+    with_monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--monitoring",
+            help="also a Grafana dashboard (serve top's panels); k8s, k8s-lws: a ServiceMonitor",
+        ),
+    ] = False,
 ) -> None:
     """Render deployment files for a profile (after the same preflight as launch)."""
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
@@ -113,7 +120,8 @@ def deploy_cmd(
                             runtime_class=runtime_class, node_selector=node_selector or [],
                             name=name, repository=repository, vendor=vendor, region=region,
                             instance_type=instance_type, min_replicas=min_replicas,
-                            max_replicas=max_replicas, target_qps=target_qps)  # fmt: skip
+                            max_replicas=max_replicas, target_qps=target_qps,
+                            monitoring=with_monitoring)  # fmt: skip
     deploy(prof, target, out, gpu=gpu, vllm_version=vllm_version, options=options)
 
 
@@ -137,6 +145,8 @@ def deploy(
         choice = choose(prof, offers, target=target, gpu_spec=gpu, vllm_version=vllm_version)
         print(f"serve: deploy: {choice.note}")
     files = _render(prof, target, choice, options)
+    if options.monitoring:
+        files.update(monitoring.files(prof, target))
     out.mkdir(parents=True, exist_ok=True)
     for file, text in files.items():
         (out / file).write_text(text)
@@ -144,6 +154,11 @@ def deploy(
             (out / file).chmod(0o755)  # the hosts target's per-node scripts
         print(f"wrote {out / file}")
     print("next: " + NEXT[target].format(out=out))
+    if options.monitoring:
+        applied = (
+            f"; kubectl apply -f {out}/{monitoring.SERVICE_MONITOR}" if "k8s" in target else ""
+        )
+        print(f"monitoring: import {out}/{monitoring.DASHBOARD} into Grafana{applied}")
 
 
 def refuse_node_count(prof: Profile, target: str) -> None:
@@ -177,6 +192,7 @@ class TargetOptions:
     min_replicas: int = 1  # hf-endpoint, skyserve
     max_replicas: int | None = None  # hf-endpoint, skyserve
     target_qps: float | None = None  # skyserve
+    monitoring: bool = False  # every target: + a Grafana dashboard; k8s*: + a ServiceMonitor
 
     def selector(self) -> dict[str, str]:
         pairs = [item.partition("=") for item in self.node_selector]

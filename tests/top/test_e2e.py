@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from openai_server.top.panels import PANELS
 from tests.conftest import ROOT, SERVE, Launched
 from tests.top.terminal import terminal
 
@@ -79,6 +80,13 @@ def test_snapshot_under_bench_load_has_rates_and_agrees_with_vllms_counters(
     )
     assert after["prompt_tokens"] == vllm_counter(url, "prompt_tokens")
     assert after["generation_tokens"] == vllm_counter(url, "generation_tokens")
+
+
+def test_every_vllm_metric_of_the_dashboard_is_served(tiny_server: Launched) -> None:
+    text = httpx.get(f"{tiny_server.base_url}/metrics", timeout=30).text
+    queried = set(re.findall(r"vllm:[a-z0-9_]+", " ".join(q for p in PANELS for _, q in p.queries)))
+    missing = [n for n in sorted(queried) if not re.search(rf"^{n}(_bucket)?{{", text, re.M)]
+    assert len(queried) >= 10 and missing == []
 
 
 @pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 48)])
