@@ -102,7 +102,12 @@ def _one(nvml: Any, index: int, name_of: Callable[[int, str], str]) -> GpuNow:
         except Exception:
             return None
 
-    mem = ask(lambda: nvml.nvmlDeviceGetMemoryInfo(h))
+    # v2's `used` leaves out the driver's reserve, as nvidia-smi does (seen on an H200: v1 said
+    # 9,787,277,312 B used where nvidia-smi said 8,719 MiB; the difference is v2's `reserved`)
+    v2 = getattr(nvml, "nvmlMemory_v2", None)
+    mem = (v2 is not None and ask(lambda: nvml.nvmlDeviceGetMemoryInfo(h, version=v2))) or ask(
+        lambda: nvml.nvmlDeviceGetMemoryInfo(h)
+    )
     util = ask(lambda: nvml.nvmlDeviceGetUtilizationRates(h))
     power = ask(lambda: nvml.nvmlDeviceGetPowerUsage(h))  # milliwatts
     limit = ask(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))

@@ -165,3 +165,34 @@ def test_no_gpu_section_for_a_remote_server_or_a_cpu_host() -> None:
 )
 def test_served_model_from_a_command_line(cmdline: str, model: str | None) -> None:
     assert gpus.served_model(cmdline) == model
+
+
+class FakeNvmlV2(FakeNvml):
+    """A driver with the v2 memory query: its `used` leaves the driver's reserve out."""
+
+    nvmlMemory_v2 = object()
+
+    def nvmlDeviceGetMemoryInfo(self, h: int, version: object = None) -> Any:
+        if version is None:
+            return super().nvmlDeviceGetMemoryInfo(h)
+        return SimpleNamespace(total=150 * 2**30, used=119 * 2**30, reserved=2**30)
+
+
+def test_memory_used_is_nvidia_smis_figure_where_the_driver_has_the_v2_query() -> None:
+    (g,) = gpus.read(True, FakeNvmlV2(), name_of=lambda pid, line: "x").gpus
+    assert g.used_bytes == 119 * 2**30
+
+
+def test_a_local_fleet_shows_its_engines_figures() -> None:
+    fleet = {"models": {"a": {"state": "ready", "port": 9001, "since": 100.0, "loads": 1}}}
+    by_url = {
+        "http://127.0.0.1:8000/v1/models": json.dumps(MODELS),
+        "http://127.0.0.1:8000/metrics": FLEET,
+        "http://127.0.0.1:8000/fleet": json.dumps(fleet),
+        "http://127.0.0.1:9001/metrics": text(10, 20, running=2, model="a"),
+    }
+    c = httpx.Client(transport=httpx.MockTransport(
+        lambda r: httpx.Response(200, text=by_url[str(r.url)]) if str(r.url) in by_url
+        else httpx.Response(404)))  # fmt: skip
+    (row,) = Watch("u").frame(poll(c, Endpoint("http://127.0.0.1:8000")), now=200.0).rows
+    assert row.model == "a" and row.figures is not None and row.figures.running == 2
