@@ -41,6 +41,9 @@ LAZY = {
     "rehearse": ("openai_server.rehearse.commands", "rehearse_cmd",
                  "Serve the profile's model shape with dummy weights; report KV, phases, bench; "
                  "stop."),
+    "cache": ("openai_server.cache.commands", "cache_cmd",
+              "Pack what a start of a profile compiled into one file; restore it; list what is "
+              "cached."),
     "smoke": ("openai_server.clients.commands", "smoke_cmd",
               "Prove the endpoint answers: model listed, a streamed chat with chunks, finish and "
               "usage."),
@@ -373,6 +376,7 @@ command("probe", probe_cmd)
 lazy("deploy")
 command("launch", launch_cmd)
 lazy("rehearse")
+lazy("cache")
 lazy("fleet")
 lazy("smoke")
 lazy("chat")

@@ -1,0 +1,82 @@
+"""Where vLLM and the libraries under it keep what a start compiles, as this environment says.
+
+Each part of a bundle is restored under the root its owner reads, so the same variables that move
+a cache (a volume in a pod, /data in a Space) move the restore. Pure: the environment is passed in.
+"""
+
+from __future__ import annotations
+
+import getpass
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+# The parts of a bundle, in the order they are packed. On CPU only "vllm" is written: vLLM points
+# TORCHINDUCTOR_CACHE_DIR into its own hash directory while it compiles
+# (vllm/compilation/decorators.py, "Hash-level dir; shared across ranks").
+PARTS = ("vllm", "triton", "inductor", "flashinfer", "nv")
+
+
+def _home(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("HOME") or Path.home())
+
+
+def _user(environ: Mapping[str, str]) -> str:
+    try:
+        return environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        return "unknown"
+
+
+def root(part: str, environ: Mapping[str, str]) -> Path:
+    """The directory `part` lives in on this host."""
+    home = _home(environ)
+    xdg = Path(environ.get("XDG_CACHE_HOME") or home / ".cache")
+    if part == "vllm":
+        # vllm/envs.py: VLLM_CACHE_ROOT, default os.path.join(XDG_CACHE_HOME or ~/.cache, "vllm")
+        return Path(environ.get("VLLM_CACHE_ROOT") or xdg / "vllm").expanduser()
+    if part == "triton":
+        # triton/knobs.py: TRITON_CACHE_DIR, default $TRITON_HOME/.triton/cache (TRITON_HOME: ~)
+        base = Path(environ.get("TRITON_HOME") or home)
+        return Path(environ.get("TRITON_CACHE_DIR") or base / ".triton" / "cache").expanduser()
+    if part == "inductor":
+        # torch/_inductor/runtime/cache_dir_utils.py: TORCHINDUCTOR_CACHE_DIR, default
+        # <tempdir>/torchinductor_<user>
+        default = Path(tempfile.gettempdir()) / f"torchinductor_{_user(environ)}"
+        return Path(environ.get("TORCHINDUCTOR_CACHE_DIR") or default).expanduser()
+    if part == "flashinfer":
+        # flashinfer/jit/env.py: $FLASHINFER_WORKSPACE_BASE (default ~)/.cache/flashinfer
+        base = Path(environ.get("FLASHINFER_WORKSPACE_BASE") or home)
+        return base / ".cache" / "flashinfer"
+    if part == "nv":
+        # CUDA's JIT cache of PTX compiled for this GPU: CUDA_CACHE_PATH, default ~/.nv/ComputeCache
+        return Path(environ.get("CUDA_CACHE_PATH") or home / ".nv" / "ComputeCache").expanduser()
+    raise ValueError(f"unknown cache part {part!r}")
+
+
+def roots(environ: Mapping[str, str]) -> dict[str, Path]:
+    return {part: root(part, environ) for part in PARTS}
+
+
+# Inside vLLM's root, the levels at which one start's entries sit: a hash directory of the
+# piecewise compile cache (torch_compile_cache/<hash>, vllm/compilation/backends.py), of the AOT
+# cache (torch_compile_cache/torch_aot_compile/<hash>, vllm/compilation/decorators.py), and a
+# model-inspection file (modelinfos/<arch>.json, which saved a cold start's config phase: 9.5 s
+# -> 0.02 s here). In the other roots every top-level entry is one kernel or one graph.
+AOT = "torch_compile_cache/torch_aot_compile"
+VLLM_LEVELS = (AOT, "torch_compile_cache", "modelinfos")
+
+
+def entry_of(part: str, relative: str) -> str | None:
+    """The entry (a path relative to the part's root) that holds `relative`, or None when it is
+    no entry of a start (a lock file, a root-level file)."""
+    bits = relative.strip("/").split("/")
+    if part != "vllm":
+        return bits[0] if bits and bits[0] else None
+    for level in VLLM_LEVELS:
+        depth = level.count("/") + 1
+        if "/".join(bits[:depth]) == level and len(bits) > depth:
+            if level == "torch_compile_cache" and bits[1] == "torch_aot_compile":
+                continue
+            return "/".join(bits[: depth + 1])
+    return None
