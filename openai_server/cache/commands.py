@@ -130,6 +130,12 @@ def unpack(file: Path) -> None:
     where = ", ".join(f"{p} {sizes[p] / MiB:.1f} MiB -> {roots[p]}" for p in sorted(sizes))
     print(f"restored {manifest.profile} ({manifest.profile_digest}, packed {manifest.created}): "
           f"{where} in {time.monotonic() - began:.1f} s")  # fmt: skip
+    if manifest.model_path and not Path(manifest.model_path).exists():
+        # vllm/config/model.py compute_hash keeps `model` (the path or hub id) among its factors
+        print(f"note: the packed start loaded its model from {manifest.model_path}, which is not "
+              "here; vLLM hashes that path into its cache key, so a start here finds these "
+              "entries only when it loads its model from the same path (SERVE_CACHE_DIR for a "
+              "rehearsal's)")  # fmt: skip
 
 
 def ls() -> None:
