@@ -136,6 +136,12 @@ class Profile(Strict):
     kv_cache_dtype: KvCacheDtype | None = None
     enable_prefix_caching: bool | None = None
     enforce_eager: bool | None = Field(None, description="false = capture CUDA graphs")
+    enable_sleep_mode: bool | None = Field(
+        None,
+        description="CUDA only: lets the engine put its weights to host memory and free its GPU "
+        "memory (POST /sleep, /wake_up, served with env VLLM_SERVER_DEV_MODE=1); `serve fleet` "
+        "sets it to swap models",
+    )
     tensor_parallel_size: int | None = Field(None, ge=1, le=64)
     pipeline_parallel_size: int | None = Field(None, ge=1, le=64)
     nvlink_multicast: bool | None = Field(

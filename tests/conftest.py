@@ -29,12 +29,14 @@ FAULT_TIMES = ROOT / "benchmarks" / "out" / "fault-detection.jsonl"
 LONGEST = (
     "test_two_nodes_serve_restart_as_a_group",
     "test_a_model_idle_for_its_ttl_is_unloaded",  # tests/fleet: two engines, three starts
+    "test_a_swap_waits_for_the_stream_in_flight",  # tests/fleet: three starts, one by one
     "test_kv_cache_too_small_suggests",
     "test_engine_core_killed_after_ready",
     "test_engine_death_after_ready_makes_the_custom_server_exit_1",
     "test_launcher_sigkilled_after_ready",
     "test_killed_worker_launcher_stops_the_group",
     "test_rehearse_tiny_cpu_end_to_end",
+    "test_a_bundle_packed_in_one_home_is_the_cache_a_start_in_another_uses",  # tests/cache
     "test_killed_head_launcher_ends_the_worker",
 )
 

@@ -1,13 +1,14 @@
 """The fleet's one OpenAI endpoint: `/v1/models` lists every model with its state; every other
-`/v1/*` request goes to the engine its `model` names, its answer passed through as it comes.
+`/v1/*` request (and vLLM's /tokenize, /detokenize, /pooling, /classify, /score, /rerank) goes to
+the engine its `model` names, its answer passed through as it comes.
 
 - Streams are never buffered: each chunk from the engine is written to the client as it arrives;
   a client that goes away closes the engine's connection, which makes vLLM abort the request.
 - An unknown model gets 404 with an OpenAI error body that lists the known ones. A request for a
-  model that is not loaded (not preloaded, or stopped after its ttl) asks the fleet to start it
-  (`Routes.load`); a request for a model that is starting or stopping waits (at most
-  `queue_timeout` seconds, at most `queue_limit` requests a model), then 503 with Retry-After; a
-  failed model answers 503 with its cause.
+  model that is not loaded (not preloaded, asleep, or unloaded after its ttl or by a swap) asks
+  the fleet to load it (`Routes.load`) and waits, as one for a model that is loading or leaving
+  does (at most `queue_timeout` seconds, at most `queue_limit` requests a model), then 503 with
+  Retry-After; a failed model answers 503 with its cause.
 - `GET /fleet` gives each model's state and counts, `GET /metrics` the same as Prometheus metrics
   (both behind the key, as everything but /health: a scrape config sends it as a bearer token).
 - The fleet's key (api_key_env) guards everything but /health; an engine's own key, if its profile
@@ -30,8 +31,9 @@ MAX_BODY = 64 * 1024 * 1024  # long prompts, images as data URLs
 RETRY_AFTER_S = 5
 QUEUE_TIMEOUT_S = 60.0  # how long a request waits for a model that is starting
 QUEUE_LIMIT = 64  # requests waiting for one model; more get 503 at once
-# a model in these states answers once it is ready: its requests wait for it
-PENDING = ("unloaded", "starting", "stopping")
+# a model in these states answers once it is ready: its requests wait for it. draining: chosen to
+# be swapped out, its requests in flight finishing; sleeping/asleep/waking: vLLM's sleep mode.
+PENDING = ("unloaded", "starting", "stopping", "draining", "sleeping", "asleep", "waking")
 # what a client's request may carry to an engine (hop-by-hop and auth headers stay here)
 FORWARDED = ("Content-Type", "Accept", "User-Agent")
 RETURNED = ("Content-Type", "Cache-Control")
@@ -41,7 +43,7 @@ OPEN = ("/health",)  # never behind the fleet's key (probes); Prometheus scrapes
 @dataclass
 class ModelState:
     port: int
-    status: str = "starting"  # unloaded | starting | ready | stopping | failed | stopped
+    status: str = "unloaded"  # unloaded | ready | failed | stopped, or one of PENDING
     cause: str | None = None
     api_key: str | None = None  # the engine's own key, from its profile's variable
     in_flight: int = 0
@@ -49,8 +51,13 @@ class ModelState:
     requests: int = 0
     since: float = field(default_factory=time.time)  # when the state last changed (epoch s)
     last_used: float = field(default_factory=time.monotonic)  # a request began or ended
-    loads: int = 0  # starts of its engine, the first included
-    load_seconds: float = 0.0  # their time from start to ready, summed
+    loaded_at: float = 0.0  # when it last became ready (monotonic)
+    loads: int = 0  # starts or wakes of its engine, the first included
+    load_seconds: float = 0.0  # their time to ready, summed
+    unloads: int = 0  # sleeps or stops (ttl or swap)
+    unload_seconds: float = 0.0
+    swaps: int = 0  # unloads to make room for another model
+    last_swap: float | None = None  # epoch s of its last load or unload after the first load
 
     def set(self, status: str, cause: str | None = None) -> None:
         self.status, self.cause, self.since = status, cause, time.time()
@@ -59,7 +66,9 @@ class ModelState:
         return {"state": self.status, "cause": self.cause, "port": self.port,
                 "since": round(self.since, 3), "requests": self.requests,
                 "in_flight": self.in_flight, "waiting": self.waiting, "loads": self.loads,
-                "load_seconds": round(self.load_seconds, 2)}  # fmt: skip
+                "load_seconds": round(self.load_seconds, 2), "unloads": self.unloads,
+                "unload_seconds": round(self.unload_seconds, 2), "swaps": self.swaps,
+                "last_swap": self.last_swap and round(self.last_swap, 3)}  # fmt: skip
 
 
 @dataclass
@@ -128,6 +137,8 @@ def make_app(routes: Routes) -> web.Application:
     app.router.add_get("/fleet", status)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/{tail:.*}", forward)
+    # vLLM's routes off the root that name a model (`serve bench` sizes its prompts with these)
+    app.router.add_post("/{route:(tokenize|detokenize|pooling|classify|score|rerank)}", forward)
     return app
 
 
@@ -149,11 +160,18 @@ def prometheus(routes: Routes) -> str:
         ("serve_fleet_requests_in_flight", "gauge", "requests the engine is answering"),
         ("serve_fleet_requests_waiting", "gauge", "requests waiting for the model to start"),
         ("serve_fleet_model_ready", "gauge", "1 when the model answers"),
-        ("serve_fleet_loads_total", "counter", "starts of the model's engine"),
-        ("serve_fleet_load_seconds_total", "counter", "seconds from those starts to ready"),
+        ("serve_fleet_model_asleep", "gauge", "1 when its engine sleeps (weights in host memory)"),
+        ("serve_fleet_loads_total", "counter", "starts or wakes of the model's engine"),
+        ("serve_fleet_load_seconds_total", "counter", "seconds from those to ready"),
+        ("serve_fleet_unloads_total", "counter", "sleeps or stops of the model's engine"),
+        ("serve_fleet_unload_seconds_total", "counter", "seconds those took"),
+        ("serve_fleet_swaps_total", "counter", "unloads to make room for another model"),
     ]
-    values = {n: (s.requests, s.in_flight, s.waiting, int(s.status == "ready"), s.loads,
-                  round(s.load_seconds, 3)) for n, s in routes.models.items()}  # fmt: skip
+    values = {
+        n: (s.requests, s.in_flight, s.waiting, int(s.status == "ready"), int(s.status == "asleep"),
+            s.loads, round(s.load_seconds, 3), s.unloads, round(s.unload_seconds, 3), s.swaps)
+        for n, s in routes.models.items()
+    }  # fmt: skip
     out = []
     for i, (name, kind, text) in enumerate(rows):
         out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]

@@ -6,6 +6,8 @@
     models:                     # the public model name -> its profile
       chat: {profile: h100}
       small: {profile: ./small.yaml, set: {max_num_seqs: 32}, preload: false, ttl: 600}
+      coder: {profile: ./coder.yaml, pin: true}   # never swapped out
+    max_resident: 2             # optional: models loaded at once (swap beyond it)
 
 Each model is a normal profile, resolved with the loader (its layers, its strictness, its one-line
 errors, which name the model here) plus what the fleet decides for it: its served name (the public
@@ -41,7 +43,13 @@ class FleetModel(Strict):
     set: dict[str, Scalar] = Field(default_factory=dict, description="profile keys to override")
     preload: bool = Field(True, description="start with the fleet (false: at its first request)")
     ttl: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="seconds without a request after which its engine is stopped"
+        None, description="seconds without a request after which it is put to sleep or stopped"
+    )
+    pin: bool = Field(False, description="keep it loaded: never swapped out, no ttl")
+    sleep: bool | None = Field(
+        None,
+        description="swap it out with vLLM's sleep mode (level 1: weights to host memory); "
+        "default: on a host with NVIDIA GPUs, off on CPU (stop and start)",
     )
 
 
@@ -51,6 +59,15 @@ class FleetFile(Strict):
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     queue_timeout: Annotated[float, Field(gt=0)] = Field(
         300.0, description="how long a request waits for its model to start"
+    )
+    max_resident: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="models loaded at once, beyond what fits the GPUs (default: no limit)"
+    )
+    min_residency: Annotated[float, Field(ge=0)] = Field(
+        30.0, description="seconds a model stays loaded before it may be swapped out"
+    )
+    swap_timeout: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="how long a swap waits for the requests in flight on the model it evicts"
     )
     models: Annotated[dict[ServedName, FleetModel], Field(min_length=1, max_length=MAX_MODELS)]
 
@@ -64,6 +81,8 @@ class Member:
     resolved: Resolved
     preload: bool = True
     ttl: float | None = None
+    pin: bool = False
+    sleep: bool | None = None  # None: decided by the host (placement.sleeps)
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,9 @@ class Fleet:
     api_key_env: str | None
     members: tuple[Member, ...]
     queue_timeout: float = 300.0
+    max_resident: int | None = None
+    min_residency: float = 30.0
+    swap_timeout: float = 60.0
 
 
 def _line_of(lines: dict[str, int], loc: tuple[Any, ...]) -> int | None:
@@ -116,9 +138,17 @@ def resolve(fleet: FleetFile, source: str, base: Path, ports: list[int]) -> Flee
             resolved = load(ref, sets=sets)
         except ProfileError as e:
             raise ProfileError(f"{source}: models.{name}: {e.message}") from None
-        members.append(Member(name, port, ref, tuple(sets), resolved, model.preload, model.ttl))
+        members.append(Member(name, port, ref, tuple(sets), resolved, model.preload, model.ttl,
+                              model.pin, model.sleep))  # fmt: skip
+    pinned = [m for m in members if m.pin]
+    if fleet.max_resident is not None and len(pinned) > fleet.max_resident:
+        raise ProfileError(
+            f"{source}: max_resident: {fleet.max_resident} is fewer than the pinned models "
+            f"({', '.join(m.name for m in pinned)}); fix: pin fewer or raise max_resident"
+        )
     return Fleet(source, fleet.port, fleet.host, fleet.api_key_env, tuple(members),
-                 fleet.queue_timeout)  # fmt: skip
+                 fleet.queue_timeout, fleet.max_resident, fleet.min_residency,
+                 fleet.swap_timeout)  # fmt: skip
 
 
 def _text(value: Scalar) -> str:

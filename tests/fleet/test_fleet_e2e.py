@@ -3,10 +3,8 @@ under its own `serve launch`) behind one port, asked through the OpenAI SDK."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,42 +15,25 @@ import pytest
 from openai import NotFoundError, OpenAI
 
 from openai_server.errors import ExitCode
-from tests.conftest import SERVE, Launched, assert_nothing_left, free_port, requires_vllm
+from tests.conftest import Launched, assert_nothing_left, requires_vllm
+from tests.fleet.running import output, run_fleet
 
 pytestmark = [pytest.mark.e2e, requires_vllm]
 READY_S = 420  # two engines starting at once on two cores
 
 
-def output(fleet: Launched) -> str:
-    return fleet.log.read_text(errors="replace")
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
     tmp = tmp_path_factory.mktemp("fleet")
-    port = free_port()
     (tmp / "small.yaml").write_text("extends: tiny-cpu\nmax_num_seqs: 4\n")
-    (tmp / "fleet.yaml").write_text(
-        f"port: {port}\nmodels:\n"
+    yield from run_fleet(
+        tmp,
         # tiny-cpu caps answers at 128 tokens (sampling.max_tokens): chat's may be 512 long
         "  chat: {profile: tiny-cpu, set: {enforce_eager: true, sampling.max_tokens: 512}}\n"
         # small starts at its first request and stops after 15 s without one
-        "  small: {profile: small.yaml, set: {enforce_eager: true}, preload: false, ttl: 15}\n"
+        "  small: {profile: small.yaml, set: {enforce_eager: true}, preload: false, ttl: 15}\n",
+        READY_S,
     )
-    log = tmp / "fleet.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*SERVE, "fleet", "--file", str(tmp / "fleet.yaml"), "--no-check"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    running = Launched(proc, f"http://127.0.0.1:{port}", port, "chat", log)
-    deadline = time.monotonic() + READY_S
-    while "serve: fleet: chat: ready" not in output(running):
-        assert proc.poll() is None, output(running)[-4000:]
-        assert time.monotonic() < deadline, output(running)[-4000:]
-        time.sleep(0.5)
-    yield running
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(120)
 
 
 def client(fleet: Launched) -> OpenAI:
@@ -117,7 +98,7 @@ def test_a_model_idle_for_its_ttl_is_unloaded_and_loads_again_at_its_next_reques
     fleet: Launched,
 ) -> None:
     deadline = time.monotonic() + 60
-    while "small: unloaded; it starts again at its next request" not in output(fleet):
+    while not re.search(r"small: unloaded \([\d.]+ s\); it starts again", output(fleet)):
         assert time.monotonic() < deadline, output(fleet)[-3000:]
         time.sleep(0.5)
     state = httpx.get(f"{fleet.base_url}/fleet").json()["models"]["small"]

@@ -44,6 +44,8 @@ class Engine:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/{tail:.*}", self.handle)
+        for admin in ("/tokenize", "/sleep", "/wake_up", "/collective_rpc"):
+            app.router.add_post(admin, self.handle)
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -220,5 +222,17 @@ def test_an_engine_that_does_not_answer_is_a_502_naming_the_model() -> None:
         assert status == 502 and body["error"]["code"] == "engine_unreachable"
         assert body["error"]["message"].startswith("model `chat`: its engine did not answer")
         assert routes.models["chat"].in_flight == 0
+
+    run(check)
+
+
+def test_vllms_root_routes_that_name_a_model_are_routed_its_admin_routes_never() -> None:
+    async def check(engine: Engine, url: str, routes: Routes) -> None:
+        status, _, _ = await post(f"{url}/tokenize", {"model": "chat", "prompt": "hi"})
+        assert status == 200 and engine.seen == [{"model": "chat", "prompt": "hi"}]
+        for admin in ("/sleep?level=1", "/wake_up", "/collective_rpc"):
+            status, _, _ = await post(f"{url}{admin}", {"model": "chat"})
+            assert status in (404, 405), admin
+        assert len(engine.seen) == 1
 
     run(check)

@@ -36,6 +36,13 @@ def fleet(tmp: Path, text: str) -> Path:
         ("models:\n  a: {profile: tiny-cpu, set: {port_x: 1}}\n", "models.a: "),
         ("- a\n- b\n", "must be a YAML mapping"),
         ("models: &a [*a]\n", "fleet.yaml"),
+        ("models:\n  a: {profile: tiny-cpu}\nmax_resident: 0\n", "max_resident: Input should be "
+         "greater than or equal to 1"),
+        ("models:\n  a: {profile: tiny-cpu}\nmin_residency: -1\n", "min_residency: Input should"),
+        ("models:\n  a: {profile: tiny-cpu, pin: 1}\n", "models.a.pin: Input should be a valid "
+         "boolean"),
+        ("models:\n  a: {profile: tiny-cpu, pin: true}\n  b: {profile: tiny-cpu, pin: true}\n"
+         "max_resident: 1\n", "max_resident: 1 is fewer than the pinned models (a, b)"),
     ],
 )  # fmt: skip
 def test_a_bad_fleet_file_is_one_line(tmp_path: Path, text: str, says: str) -> None:
@@ -66,3 +73,13 @@ def test_serve_fleet_refuses_a_bad_file_with_exit_3_and_starts_nothing(tmp_path:
     assert out.returncode == ExitCode.PROFILE, out.stderr
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("serve: error: ") and "port: Input should be greater than" in line
+
+
+def test_sleep_mode_asked_for_on_a_host_without_gpus_is_refused(tmp_path: Path) -> None:
+    from openai_server.errors import RefusedError
+    from openai_server.fleet.placement import check_host
+    from openai_server.preflight.gpus import Hardware
+
+    f = load_fleet(fleet(tmp_path, "models:\n  a: {profile: tiny-cpu, sleep: true}\n"))
+    with pytest.raises(RefusedError, match=r"models.a.sleep: true needs NVIDIA GPUs"):
+        check_host(f.members, f.source, Hardware((), "none"))
