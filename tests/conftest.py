@@ -37,7 +37,6 @@ LONGEST = (
     "test_killed_worker_launcher_stops_the_group",
     "test_rehearse_tiny_cpu_end_to_end",
     "test_a_bundle_packed_in_one_home_is_the_cache_a_start_in_another_uses",  # tests/cache
-    "test_a_bundle_packed_in_one_home_is_the_cache_a_start_in_another_uses",  # tests/cache
     "test_killed_head_launcher_ends_the_worker",
 )
 
