@@ -51,6 +51,8 @@ def top_cmd(
 
     Exit codes of --once: 0 ok, 9 not reachable, 8 not ready, 36 no vLLM metrics (or behind a
     key)."""
+    if as_json and not once:
+        raise typer.BadParameter("--json is for one snapshot: add --once", param_hint="'--json'")
     if profile is not None:
         url, api_key_env = _from_profile(profile, set_, url, api_key_env)
     ep = endpoint(url, api_key_env)

@@ -108,3 +108,19 @@ def test_a_server_that_goes_away_mid_view_is_shown_unreachable_then_back(
             back.kill()
             back.wait()
     assert "Traceback" not in screen
+
+
+def test_profile_gives_the_url(standin: tuple[str, Path, subprocess.Popen[bytes]]) -> None:
+    url, root, _ = standin
+    serve_files(root, True, text(10, 20, running=1))
+    port = url.rsplit(":", 1)[1]
+    done = subprocess.run([*SERVE, "top", "-p", "tiny-cpu", "--set", f"port={port}", "--once",
+                           "--json", "--interval", "0.1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["url"] == url
+
+
+def test_json_without_once_is_a_usage_error() -> None:
+    done = subprocess.run([*SERVE, "top", "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == ExitCode.USAGE and "add --once" in done.stderr
