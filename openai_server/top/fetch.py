@@ -33,7 +33,21 @@ class Poll:
 
 
 def is_local(root: str) -> bool:
-    return (urlsplit(root).hostname or "") in LOOPBACK
+    """The server runs on this host: a loopback name, or an address of one of its interfaces
+    (a server bound to the host's own LAN address is local too: its GPUs are this host's)."""
+    host = urlsplit(root).hostname or ""
+    if host in LOOPBACK:
+        return True
+    import socket
+
+    import psutil
+
+    try:
+        address = socket.gethostbyname(host)
+    except OSError:
+        return False
+    mine = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+    return address in mine or address.startswith("127.")
 
 
 def poll(client: httpx.Client, ep: Endpoint) -> Poll:

@@ -196,3 +196,16 @@ def test_a_local_fleet_shows_its_engines_figures() -> None:
         else httpx.Response(404)))  # fmt: skip
     (row,) = Watch("u").frame(poll(c, Endpoint("http://127.0.0.1:8000")), now=200.0).rows
     assert row.model == "a" and row.figures is not None and row.figures.running == 2
+
+
+def test_this_hosts_own_address_is_local_and_another_is_not() -> None:
+    import psutil
+
+    from openai_server.top.fetch import is_local
+
+    own = next(a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+               if a.family.name == "AF_INET" and not a.address.startswith("127."))  # fmt: skip
+    assert is_local(f"http://{own}:8000") and is_local("http://localhost:8000")
+    mine = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+    other = next(a for a in ("198.51.100.1", "203.0.113.1", "192.0.2.1") if a not in mine)
+    assert not is_local(f"http://{other}:8000")  # documentation ranges (RFC 5737)
