@@ -156,8 +156,12 @@ def ls() -> None:
             verdict = f"a start would compile: recorded for vLLM {r.vllm}, this host has {vllm}"
         elif missing:
             verdict = f"a start would compile: {len(missing)} entries gone ({missing[0]}, ...)"
+        elif r.model_path and not Path(r.model_path).exists():
+            verdict = f"a start would compile: its model path {r.model_path} is not here"
         else:
-            verdict = "a start finds its compile cache here"
+            # vLLM hashes the model path into its key: another path is another cache entry
+            where = f" loading its model from {r.model_path}" if r.model_path else ""
+            verdict = f"a start{where} finds its compile cache here"
         print(f"{r.profile} ({r.digest}, {r.source}, {r.created}): {size / MiB:.1f} MiB; "
               f"{verdict}")  # fmt: skip
 
