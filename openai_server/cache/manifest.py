@@ -22,8 +22,8 @@ NAME = "manifest.json"  # the bundle's first member
 HASHED_KEYS = (
     "model", "revision", "dtype", "quantization", "max_model_len", "max_num_batched_tokens",
     "kv_cache_dtype", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
-    "enable_expert_parallel", "enforce_eager", "compilation_config", "enable_lora",
-    "max_lora_rank", "enable_prefix_caching", "block_size",
+    "enforce_eager", "speculative_config", "enable_lora", "max_lora_rank",
+    "enable_prefix_caching",
 )  # fmt: skip
 
 

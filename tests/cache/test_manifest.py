@@ -80,6 +80,12 @@ def test_hashed_settings_keep_what_enters_vllms_hash() -> None:
     assert mf.profile_digest(dump) == mf.profile_digest(dict(reversed(dump.items())))
 
 
+def test_every_hashed_key_is_a_profile_key() -> None:
+    from openai_server.profile import Profile
+
+    assert set(mf.HASHED_KEYS) <= set(Profile.model_fields)
+
+
 def test_each_root_honours_its_variable_and_its_default(tmp_path: Path) -> None:
     home = {"HOME": str(tmp_path), "USER": "u"}
     assert locations.root("vllm", home) == tmp_path / ".cache" / "vllm"
