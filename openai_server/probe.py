@@ -29,6 +29,8 @@ from .errors import ExitCode
 DEFAULT_URL = "http://127.0.0.1:8000"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 POLL_S = 0.2
+# a fleet's model in these states cannot answer (asleep or unloaded ones load at a request)
+NOT_SERVING = ("starting", "failed", "stopped")
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,16 @@ def judge(url: str, status: int, body: bytes, model: str | None) -> ProbeResult:
     if status != 200:
         return ProbeResult(False, f"{url} answered HTTP {status}")
     try:
-        ids = tuple(str(m["id"]) for m in json.loads(body)["data"])
+        listed = json.loads(body)["data"]
+        ids = tuple(str(m["id"]) for m in listed)
+        # `serve fleet` lists every model of the fleet with its state; vLLM's entries have none
+        states = {str(m["id"]): m["state"] for m in listed if "state" in m}
     except (ValueError, KeyError, TypeError):
         return ProbeResult(False, f"{url} did not answer an OpenAI model list")
     if model is None:
         return ProbeResult(bool(ids), "ready" if ids else "no model listed yet", ids)
+    if states.get(model) in NOT_SERVING:
+        return ProbeResult(False, f"model {model!r} is listed, {states[model]} (a fleet)", ids)
     if model in ids:
         return ProbeResult(True, "ready", ids)
     listed = ", ".join(ids) or "none"

@@ -15,7 +15,7 @@ from ..errors import RefusedError
 from ..preflight import gpus
 from ..preflight.check import Target, run
 from ..profile import Profile
-from . import compose, hf_endpoint, hf_space, hosts, k8s, k8s_lws, monitoring, skyserve
+from . import compose, hf_endpoint, hf_space, hosts, k8s, k8s_lws, monitoring, skyserve, yamlout
 from .accelerators import Choice, choose
 from .budgets import gpus_needed
 
@@ -113,8 +113,21 @@ def deploy_cmd(
             help="also a Grafana dashboard (serve top's panels); k8s, k8s-lws: a ServiceMonitor",
         ),
     ] = False,
+    fleet_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--fleet",
+            help="compose, k8s: one container running `serve fleet` on this fleet file "
+            "(instead of --profile)",
+        ),
+    ] = None,
 ) -> None:
     """Render deployment files for a profile (after the same preflight as launch)."""
+    if fleet_file is not None:
+        options = TargetOptions(image, existing_claim, runtime_class, node_selector or [])
+        deploy_fleet(fleet_file, target, out, gpu=gpu, vllm_version=vllm_version,
+                     options=options, profile_given=bool(profile or set_))  # fmt: skip
+        return
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
     options = TargetOptions(image=image, existing_claim=existing_claim,
                             runtime_class=runtime_class, node_selector=node_selector or [],
@@ -159,6 +172,47 @@ def deploy(
             f"; kubectl apply -f {out}/{monitoring.SERVICE_MONITOR}" if "k8s" in target else ""
         )
         print(f"monitoring: import {out}/{monitoring.DASHBOARD} into Grafana{applied}")
+
+
+def deploy_fleet(
+    path: Path, target: TargetName, out: Path, *, gpu: str | None, vllm_version: str,
+    options: TargetOptions, profile_given: bool,
+) -> None:  # fmt: skip
+    """Each model's preflight (refused in a line naming it), the placement on --gpu's GPUs, then
+    the fleet's files (deploy/fleet.py)."""
+    from ..fleet.placement import check_fleet
+    from ..fleet.spec import load_fleet
+    from . import fleet
+
+    if target not in ("compose", "k8s"):
+        raise RefusedError(f"deploy --fleet: --target {target} runs one model; fix: --target "
+                           "compose or k8s")  # fmt: skip
+    if profile_given:
+        raise RefusedError("deploy --fleet: the fleet file names its models' profiles; fix: "
+                           "drop --profile and --set (or put `set:` under a model)")  # fmt: skip
+    spec = load_fleet(path)
+    for m in spec.members:
+        hardware = None if gpu else gpus.Hardware((), "none")
+        report = run(m.resolved.profile, Target(gpu=gpu, vllm_version=vllm_version,
+                                                check_port=False), hardware)  # fmt: skip
+        if (refusal := report.refusal()) is not None:
+            raise RefusedError(f"deploy --fleet: {spec.source}: models.{m.name}: {refusal}")
+    if gpu:
+        planned = gpus.planned(gpu)
+        check_fleet(spec.members, planned.count, spec.source)
+    if target == "compose":
+        files = fleet.compose_files(spec, image=options.image)
+    else:
+        objects = fleet.k8s_objects(spec, image=options.image,
+                                    existing_claim=options.existing_claim,
+                                    runtime_class=options.runtime_class,
+                                    node_selector=options.selector())  # fmt: skip
+        files = {"serve.yaml": yamlout.dump_all(objects)}
+    for file, text in files.items():
+        (out / file).parent.mkdir(parents=True, exist_ok=True)
+        (out / file).write_text(text)
+        print(f"wrote {out / file}")
+    print("next: " + NEXT[target].format(out=out))
 
 
 def refuse_node_count(prof: Profile, target: str) -> None:

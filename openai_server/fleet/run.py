@@ -38,11 +38,10 @@ from ..launch.supervisor import stop_group
 from ..preflight.gpus import Hardware, detect
 from .placement import SLEEP_KEEP_BYTES, Slot, gpus_of, share_of, sleeps, victims
 from .router import PENDING, ModelState, Routes, make_app
-from .spec import Fleet, Member
+from .spec import DRAIN_S, Fleet, Member
 
 POLL_S = 0.5
 SLEEP_SETS = ("enable_sleep_mode=true", "env.VLLM_SERVER_DEV_MODE=1")
-DRAIN_S = 30.0  # how long requests in flight may finish after SIGTERM
 LAUNCHER_GRACE_S = 60.0  # a launcher's own stop (vLLM's drain, then its group) fits in this
 
 
@@ -167,7 +166,9 @@ async def _serve(
         await runner.cleanup()
         if routes.session is not None:
             await routes.session.close()
-        problems = [p for launcher in launchers if (p := await asyncio.to_thread(launcher.stop))]
+        # side by side: the fleet's stop takes its slowest model's (deploy budgets count on it)
+        stops = await asyncio.gather(*(asyncio.to_thread(launcher.stop) for launcher in launchers))
+        problems = [p for p in stops if p]
         for state in routes.models.values():
             state.set("stopped")
         if problems:

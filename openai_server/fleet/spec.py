@@ -28,6 +28,7 @@ from ..loader import Resolved, find_profile, load, parse_yaml, read_profile
 from ..profile_values import ServedName
 
 ENGINE_HOST = "127.0.0.1"
+DRAIN_S = 30.0  # how long requests in flight may finish after SIGTERM (deploy budgets read it)
 MAX_MODELS = 16
 
 
