@@ -90,9 +90,46 @@ def check_host(members: Sequence[Member], source: str, hardware: Hardware | None
             )
 
 
-def sleeps(member: Member, hardware: Hardware) -> bool:
-    """Whether this model swaps out by sleeping (weights to host memory) or by stopping."""
-    return bool(hardware.count) if member.sleep is None else member.sleep
+# host memory the weights of sleeping engines may take together: the rest stays for the engines'
+# own processes, the page cache and the tokenizers (a margin, not a measurement)
+HOST_SHARE_FOR_SLEEP = 0.8
+
+
+def sleepers(
+    members: Sequence[Member], hardware: Hardware, weights: dict[str, int | None], host_bytes: int
+) -> dict[str, bool]:
+    """Which models swap out by sleeping (level 1: their weights go to pinned host memory) and
+    which by stopping: `sleep` where the fleet file says; else on a GPU host, in the fleet's
+    order, while host memory holds their weights together (`weights`: bytes, None when unknown,
+    counted as fitting: a sleep that cannot pin its memory fails and the fleet stops instead)."""
+    out: dict[str, bool] = {}
+    budget = HOST_SHARE_FOR_SLEEP * host_bytes
+    for m in members:
+        if m.sleep is not None or not hardware.count:
+            out[m.name] = bool(m.sleep)
+            continue
+        need = weights.get(m.name) or 0
+        out[m.name] = need <= budget
+        budget -= need if out[m.name] else 0
+    return out
+
+
+def weights_on_host(member: Member, hardware: Hardware) -> int | None:
+    """The bytes a sleeping engine of this model copies to host memory: its weights on every GPU
+    it uses (the preflight's memory model; None when the model's shape is unknown here)."""
+    from ..preflight import rules
+    from ..preflight.check import Target, gather
+    from ..preflight.memory import weights_bytes
+
+    try:
+        facts = gather(member.resolved.profile, Target(check_port=False), hardware)
+        if facts.shape is None or not hardware.gpus:
+            return None
+        settings = rules.default_settings(facts)
+    except Exception:  # any doubt: unknown, which the fleet counts as fitting
+        return None
+    per_gpu = weights_bytes(facts.shape, settings)
+    return per_gpu * settings.tensor_parallel_size * settings.pipeline_parallel_size
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,15 @@ from ..launch.guardian import Guardian
 from ..launch.process import ServerProcess
 from ..launch.supervisor import stop_group
 from ..preflight.gpus import Hardware, detect
-from .placement import SLEEP_KEEP_BYTES, Slot, gpus_of, share_of, sleeps, victims
+from .placement import (
+    SLEEP_KEEP_BYTES,
+    Slot,
+    gpus_of,
+    share_of,
+    sleepers,
+    victims,
+    weights_on_host,
+)
 from .router import PENDING, ModelState, Routes, make_app
 from .spec import DRAIN_S, Fleet, Member
 
@@ -113,17 +121,33 @@ def run_fleet(fleet: Fleet, *, check: bool = True) -> None:
         key = _api_key(m.resolved.profile.api_key_env, f"{fleet.source}: models.{m.name}")
         routes.models[m.name] = ModelState(m.port, api_key=key)
     hardware = detect()
+    sleep = _sleepers(fleet, hardware)
     with tempfile.TemporaryDirectory(prefix="serve-fleet-") as tmp:
         ready = [Path(tmp) / f"ready-{i}" for i in range(len(fleet.members))]
-        launchers = [Launcher(m, r, check, sleeps(m, hardware))
+        launchers = [Launcher(m, r, check, sleep[m.name])
                      for m, r in zip(fleet.members, ready, strict=True)]  # fmt: skip
-        signum = asyncio.run(_serve(fleet, routes, launchers, hardware))
+        signum = asyncio.run(_serve(fleet, routes, launchers, hardware, sleep))
     raise Interrupted(signum)
 
 
+def _sleepers(fleet: Fleet, hardware: Hardware) -> dict[str, bool]:
+    if not hardware.count:
+        return sleepers(fleet.members, hardware, {}, 0)
+    import psutil
+
+    weights = {m.name: weights_on_host(m, hardware) for m in fleet.members if m.sleep is None}
+    out = sleepers(fleet.members, hardware, weights, psutil.virtual_memory().available)
+    for m in fleet.members:
+        if m.sleep is None and not out[m.name]:
+            say(f"{m.name}: swaps out by stopping: host memory cannot also hold its weights "
+                f"({(weights[m.name] or 0) / 2**30:.1f} GiB) for a sleep")  # fmt: skip
+    return out
+
+
 async def _serve(
-    fleet: Fleet, routes: Routes, launchers: list[Launcher], hardware: Hardware
-) -> int:
+    fleet: Fleet, routes: Routes, launchers: list[Launcher], hardware: Hardware,
+    sleep: dict[str, bool],
+) -> int:  # fmt: skip
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[int] = loop.create_future()
 
@@ -145,7 +169,7 @@ async def _serve(
         await runner.cleanup()
         raise RefusedError(f"{fleet.host}:{fleet.port}: cannot listen: {e.strerror}") from None
     say(f"listening on http://{fleet.host}:{fleet.port}/v1 for {', '.join(routes.models)}")
-    control = Controller(routes, launchers, fleet, hardware)
+    control = Controller(routes, launchers, fleet, hardware, sleep)
     routes.load = control.load
     watch = None
     try:
@@ -191,11 +215,12 @@ class Controller:
     its engine to sleep (level 1) where it sleeps, else stops its launcher."""
 
     def __init__(
-        self, routes: Routes, launchers: list[Launcher], fleet: Fleet, hardware: Hardware
-    ) -> None:
+        self, routes: Routes, launchers: list[Launcher], fleet: Fleet, hardware: Hardware,
+        sleep: dict[str, bool] | None = None,
+    ) -> None:  # fmt: skip
         self.routes, self.fleet = routes, fleet
         self.launchers = {launcher.member.name: launcher for launcher in launchers}
-        self.sleeps = {m.name: sleeps(m, hardware) for m in fleet.members}
+        self.sleeps = sleep or sleepers(fleet.members, hardware, {}, 0)
         self.gpus = {m.name: tuple(gpus_of(m, hardware.count)) for m in fleet.members}
         self.keep = {i: SLEEP_KEEP_BYTES / g.total_bytes for i, g in enumerate(hardware.gpus)}
         self.wanted: dict[str, float] = {}  # asked for while not loaded: since when (FIFO)

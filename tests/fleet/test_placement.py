@@ -104,3 +104,38 @@ def test_a_tensor_parallel_engine_over_the_others_gpu_is_refused(tmp_path: Path)
                    "env.CUDA_VISIBLE_DEVICES: '1', gpu_memory_utilization: 0.6")  # fmt: skip
     with pytest.raises(RefusedError, match=r"GPU 1 is asked for 1.20 of its memory .* \(m0 0.60"):
         check_shares(both, 2, "fleet.yaml")
+
+
+def test_models_sleep_while_host_memory_holds_their_weights_else_they_stop(tmp_path: Path) -> None:
+    from openai_server.fleet.placement import sleepers
+    from openai_server.preflight.gpus import Hardware, planned
+
+    (tmp_path / "gpu.yaml").write_text("model: org/m\n")
+    (tmp_path / "fleet.yaml").write_text(
+        "models:\n  a: {profile: gpu.yaml}\n  b: {profile: gpu.yaml}\n  c: {profile: gpu.yaml}\n"
+        "  d: {profile: gpu.yaml, sleep: false}\n"
+    )
+    ms = load_fleet(tmp_path / "fleet.yaml").members
+    gib = 2**30
+    weights: dict[str, int | None] = {"a": 16 * gib, "b": 60 * gib, "c": None}
+    got = sleepers(ms, planned("H200"), weights, 100 * gib)  # 80 GiB for sleeping weights
+    assert got == {"a": True, "b": True, "c": True, "d": False}
+    weights["b"] = 70 * gib  # a's 16 + b's 70 > 80: b stops; c (unknown) still sleeps
+    assert sleepers(ms, planned("H200"), weights, 100 * gib)["b"] is False
+    assert not any(sleepers(ms, Hardware((), "none"), weights, 100 * gib).values())  # CPU
+
+
+def test_a_models_weights_on_the_host_come_from_the_memory_model(tmp_path: Path) -> None:
+    from openai_server.fleet.placement import weights_on_host
+    from openai_server.preflight.gpus import planned
+
+    (tmp_path / "fleet.yaml").write_text(
+        "models:\n  a: {profile: h100}\n  b: {profile: h100-tp2}\n  c: {profile: tiny-cpu}\n"
+    )
+    a, b, c = load_fleet(tmp_path / "fleet.yaml").members
+    one = weights_on_host(a, planned("H100"))
+    assert one is not None and 14.5 * 2**30 < one < 16 * 2**30  # Llama-3.1-8B in bf16
+    two = weights_on_host(b, planned("H100:2"))
+    # Llama-3.3-70B over two GPUs: both halves go to the host, 141 GB
+    assert two is not None and 125 * 2**30 < two < 140 * 2**30
+    assert weights_on_host(c, planned("H100")) is not None
