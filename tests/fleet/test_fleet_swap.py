@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from openai import OpenAI
+from openai import APIError, APIStatusError, OpenAI
 
 from openai_server.errors import ExitCode
 from tests.conftest import Launched, assert_nothing_left, requires_vllm
@@ -99,10 +100,37 @@ def test_asking_for_the_first_model_again_swaps_back(fleet: Launched) -> None:
     assert 'serve_fleet_swaps_total{model="small"} 1' in metrics
 
 
+def test_a_model_that_crashes_mid_stream_fails_alone_and_the_other_swaps_in(
+    fleet: Launched,
+) -> None:
+    servers = re.findall(r"\[chat\] serve: started the server \(pid (\d+)\)", output(fleet))
+    stream = client(fleet).completions.create(
+        model="chat", prompt="tell", max_tokens=1500, stream=True, extra_body={"ignore_eos": True}
+    )
+    finish = None
+    # the answer begun is cut (the client sees its connection end mid-body), not left hanging
+    with pytest.raises((APIError, httpx.HTTPError)):
+        for chunks, chunk in enumerate(stream, 1):
+            if chunks == 5:
+                os.killpg(int(servers[-1]), signal.SIGKILL)  # chat's vLLM, engine and all
+            finish = chunk.choices[0].finish_reason if chunk.choices else finish
+    assert finish is None
+    deadline = time.monotonic() + 120
+    while states(fleet)["chat"]["state"] != "failed":
+        assert time.monotonic() < deadline, output(fleet)[-3000:]
+        time.sleep(0.5)
+    cause = str(states(fleet)["chat"]["cause"])
+    with pytest.raises(APIStatusError) as refused:  # its requests get its cause
+        client(fleet).completions.create(model="chat", prompt="x", max_tokens=2)
+    assert refused.value.status_code == 503 and cause in refused.value.message
+    reply = client(fleet).completions.create(model="small", prompt="x", max_tokens=2)
+    assert reply.model == "small"  # chat holds nothing now: small loads beside it
+
+
 def test_sigterm_stops_the_loaded_model_and_leaves_nothing(fleet: Launched) -> None:
     fleet.proc.send_signal(signal.SIGTERM)
     assert fleet.proc.wait(120) == ExitCode.TERMINATED, output(fleet)[-3000:]
     out = output(fleet)
     launchers = [int(p) for p in re.findall(r"started its launcher \(pid (\d+)\)", out)]
-    assert len(launchers) == 3  # chat, small, chat again
+    assert len(launchers) == 4  # chat, small, chat again, small again
     assert_nothing_left(out, fleet.port)
