@@ -58,6 +58,9 @@ class ModelState:
     unload_seconds: float = 0.0
     swaps: int = 0  # unloads to make room for another model
     last_swap: float | None = None  # epoch s of its last load or unload after the first load
+    gpus: tuple[int, ...] = ()  # where its engine runs (NVML indices; none on CPU)
+    gpu_share: float | None = None  # its gpu_memory_utilization on each of them
+    unload_by: str = "stop"  # sleep (vLLM's sleep mode, level 1) or stop
 
     def set(self, status: str, cause: str | None = None) -> None:
         self.status, self.cause, self.since = status, cause, time.time()
@@ -68,7 +71,8 @@ class ModelState:
                 "in_flight": self.in_flight, "waiting": self.waiting, "loads": self.loads,
                 "load_seconds": round(self.load_seconds, 2), "unloads": self.unloads,
                 "unload_seconds": round(self.unload_seconds, 2), "swaps": self.swaps,
-                "last_swap": self.last_swap and round(self.last_swap, 3)}  # fmt: skip
+                "last_swap": self.last_swap and round(self.last_swap, 3), "gpus": list(self.gpus),
+                "gpu_share": self.gpu_share, "unload_by": self.unload_by}  # fmt: skip
 
 
 @dataclass

@@ -122,6 +122,11 @@ def run_fleet(fleet: Fleet, *, check: bool = True) -> None:
         routes.models[m.name] = ModelState(m.port, api_key=key)
     hardware = detect()
     sleep = _sleepers(fleet, hardware)
+    for m in fleet.members:  # what GET /fleet shows of its placement
+        state = routes.models[m.name]
+        state.unload_by = "sleep" if sleep[m.name] else "stop"
+        if hardware.count:
+            state.gpus, state.gpu_share = tuple(gpus_of(m, hardware.count)), share_of(m)
     with tempfile.TemporaryDirectory(prefix="serve-fleet-") as tmp:
         ready = [Path(tmp) / f"ready-{i}" for i in range(len(fleet.members))]
         launchers = [Launcher(m, r, check, sleep[m.name])

@@ -46,6 +46,8 @@ def test_a_model_that_does_not_fit_is_not_preloaded(fleet: Launched) -> None:
     assert "small: not preloaded (it does not fit beside the models loaded before it)" in output(
         fleet
     )
+    chat = states(fleet)["chat"]
+    assert (chat["unload_by"], chat["gpus"], chat["gpu_share"]) == ("stop", [], None)  # CPU
     assert {n: s["state"] for n, s in states(fleet).items()} == {
         "chat": "ready",
         "small": "unloaded",
@@ -81,7 +83,11 @@ def test_a_swap_waits_for_the_stream_in_flight_and_never_cuts_it(fleet: Launched
     assert usage is not None and usage.completion_tokens == 1500 and finish == "length", usage
     assert answered and answered[0] > ended  # small answered only once chat's stream was whole
     out = output(fleet)
-    assert "chat: unloading (swapped out for small); 1 request(s) in flight finish first" in out
+    # whether the stream was still in flight when small's request came depends on when this
+    # (loaded) client read its chunks: either way chat's unload came after it (test_controller.py
+    # holds the wait itself to account without timing)
+    assert re.search(r"chat: unloading \(swapped out for small\)(; 1 request\(s\) in flight "
+                     r"finish first)?\n", out), out[-3000:]  # fmt: skip
     assert re.search(r"chat: unloaded \(\d+\.\d s\)", out), out[-3000:]
     got = states(fleet)
     assert got["chat"]["state"] == "unloaded" and got["chat"]["swaps"] == 1

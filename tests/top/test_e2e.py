@@ -18,7 +18,7 @@ from tests.top.terminal import terminal
 pytestmark = pytest.mark.e2e
 
 # long enough for a slow `serve top` start; OUTPUT at tiny-cpu's cap (max_new_tokens: 128)
-PROMPTS, INPUT, OUTPUT = 192, 64, 128
+PROMPTS, INPUT, OUTPUT = 320, 64, 128
 
 
 def top(url: str) -> dict[str, Any]:
@@ -60,8 +60,11 @@ def test_snapshot_under_bench_load_has_rates_and_agrees_with_vllms_counters(
     try:
         wait_queue(url, bench)
         during = top(url)
-        # a loaded machine may start `serve top` late in the run: take another while it lasts
-        while not during["models"][0]["requests"]["running"] and bench.poll() is None:
+        # a loaded machine may start `serve top` late in the run (the bench's tail: 2 running, none
+        # waiting): take another while the bench lasts
+        while bench.poll() is None and not all(
+            during["models"][0]["requests"][k] for k in ("running", "waiting")
+        ):
             during = top(url)
     finally:
         out, errors = bench.communicate(timeout=600)
