@@ -77,7 +77,9 @@ def _open(path: Path) -> tarfile.TarFile:
     except FileNotFoundError:
         raise BundleRefused(f"cache unpack: no such file: {path}") from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise BundleRefused(f"cache unpack: {path} is not a bundle ({e})") from None
+        # tarfile's "r:*" lists every method it tried, one per line: the last says enough
+        why = str(e).strip().splitlines()[-1].lstrip("- ") if str(e).strip() else type(e).__name__
+        raise BundleRefused(f"cache unpack: {path} is not a bundle ({why})") from None
 
 
 def read_manifest(path: Path) -> mf.Manifest:

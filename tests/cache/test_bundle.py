@@ -88,6 +88,14 @@ def test_a_truncated_bundle_is_refused_and_writes_nothing(tmp_path: Path) -> Non
     assert listing(r2["vllm"]) == []
 
 
+def test_a_file_that_is_no_archive_is_refused_in_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_text("not a bundle\n")
+    with pytest.raises(bundle.BundleRefused) as caught:
+        bundle.read_manifest(junk)
+    assert "is not a bundle" in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_a_file_that_does_not_match_its_checksum_is_refused(tmp_path: Path) -> None:
     m = pack(tmp_path / "one", tmp_path / "b.tar.gz")
     f = m.files[0]
