@@ -8,8 +8,9 @@ import asyncio
 import time
 from pathlib import Path
 
+from openai_server.fleet.control import Controller
+from openai_server.fleet.launcher import Launcher
 from openai_server.fleet.router import ModelState, Routes
-from openai_server.fleet.run import Controller, Launcher
 from openai_server.fleet.spec import Fleet, load_fleet
 from openai_server.preflight.gpus import Hardware
 
