@@ -7,6 +7,7 @@ stops it with SIGTERM and checks that nothing of it is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -133,7 +134,9 @@ def hang_up_on_stream(base: str, body: dict[str, Any]) -> None:
 
 
 def hang_up_on_generate(base: str, body: dict[str, Any]) -> None:
-    with pytest.raises(httpx.ReadTimeout):
+    # an idle core can finish the tiny model's 2000 tokens inside the 0.3 s: that attempt lost the
+    # race (its count shows it), which the test allows
+    with contextlib.suppress(httpx.ReadTimeout):
         httpx.post(base + "/generate", json=body, timeout=httpx.Timeout(10, read=0.3))
 
 

@@ -174,11 +174,13 @@ def test_hang_after_ready_answers_health_but_never_completions(start: Starter) -
 
 
 def test_health_503_after(start: Starter) -> None:
-    f = start("--health-503-after 0.3")
+    f = start("--health-503-after 3")  # seconds: a loaded machine may stall between two lines
     f.wait_bound()
     assert httpx.get(f"{f.url}/health").status_code == 200
-    time.sleep(0.4)
-    assert httpx.get(f"{f.url}/health").status_code == 503
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{f.url}/health").status_code != 503:
+        assert time.monotonic() < deadline, "/health never turned 503"
+        time.sleep(0.2)
     assert httpx.get(f"{f.url}/v1/models").status_code == 200
 
 

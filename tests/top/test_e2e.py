@@ -50,22 +50,24 @@ def test_snapshot_under_bench_load_has_rates_and_agrees_with_vllms_counters(
 ) -> None:
     url = tiny_server.base_url
     before = top(url)["models"][0]["totals"]
-    # 16 in flight against max_num_seqs 8 (tiny-cpu): 8 run, the rest wait
+    # 32 in flight against max_num_seqs 8 (tiny-cpu): 8 run, the rest wait until the last 8
     bench = subprocess.Popen(
         [*SERVE, "bench", "--url", url, "--endpoint", "completions", "--json",
-         "--num-prompts", str(PROMPTS), "--max-concurrency", "16",
+         "--num-prompts", str(PROMPTS), "--max-concurrency", "32",
          "--random-input-len", str(INPUT), "--random-output-len", str(OUTPUT)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         wait_queue(url, bench)
-        during = top(url)
         # a loaded machine may start `serve top` late in the run (the bench's tail: 2 running, none
-        # waiting): take another while the bench lasts
+        # waiting): take snapshots while the bench lasts, keep the busiest
+        snapshots = [top(url)]
         while bench.poll() is None and not all(
-            during["models"][0]["requests"][k] for k in ("running", "waiting")
+            snapshots[-1]["models"][0]["requests"][k] for k in ("running", "waiting")
         ):
-            during = top(url)
+            snapshots.append(top(url))
+        during = max(snapshots, key=lambda d: sum(d["models"][0]["requests"][k]
+                                                  for k in ("running", "waiting")))  # fmt: skip
     finally:
         out, errors = bench.communicate(timeout=600)
     assert bench.returncode == 0, errors
