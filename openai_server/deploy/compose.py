@@ -40,9 +40,13 @@ def probe_command(profile: Profile) -> list[str]:
     """The container's health check: `serve probe` with the endpoint written out, so that it runs
     on its fast path (the standard library, no profile to load: openai_server/probe.py); it asks
     /v1/models for the model id, with the key from the profile's variable when there is one."""
-    url = f"http://127.0.0.1:{profile.effective_port}"
-    key = ["--api-key-env", profile.api_key_env] if profile.api_key_env else []
-    return ["serve", "probe", "--url", url, "--model", profile.model_id, *key]
+    return probe_argv(profile.effective_port, profile.model_id, profile.api_key_env)
+
+
+def probe_argv(port: int, model: str, api_key_env: str | None) -> list[str]:
+    """`serve probe` on its fast path for the server on this port (a profile's, or a fleet's)."""
+    key = ["--api-key-env", api_key_env] if api_key_env else []
+    return ["serve", "probe", "--url", f"http://127.0.0.1:{port}", "--model", model, *key]
 
 
 def environment(profile: Profile) -> dict[str, str]:

@@ -24,8 +24,8 @@ from ..launch.options import Timing
 from ..profile import Profile
 from . import yamlout
 from .budgets import SHM_ONE_GPU, SHM_TENSOR_PARALLEL, gpus_needed, start_budget_s, stop_grace_s
-from .compose import HF_CACHE, OPTIONAL_SECRETS, VLLM_CACHE
-from .k8s import CACHE_SIZE, PERIOD_S, _bind_low_port, _gi, labels
+from .compose import HF_CACHE, OPTIONAL_SECRETS, VLLM_CACHE, probe_argv
+from .k8s import CACHE_SIZE, _gi, labels, probes, security_context
 
 FLEET_DIR = "/etc/serve/fleet"
 FLEET_FILE = "fleet.yaml"
@@ -73,9 +73,7 @@ def first_loaded(fleet: Fleet) -> Member:
 
 
 def probe_command(fleet: Fleet) -> list[str]:
-    key = ["--api-key-env", fleet.api_key_env] if fleet.api_key_env else []
-    return ["serve", "probe", "--url", f"http://127.0.0.1:{fleet.port}", "--model",
-            first_loaded(fleet).name, *key]  # fmt: skip
+    return probe_argv(fleet.port, first_loaded(fleet).name, fleet.api_key_env)
 
 
 def gpus(fleet: Fleet) -> int:
@@ -155,8 +153,6 @@ def k8s_objects(
     env += [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": var,
                                                           "optional": True}}}
             for var in OPTIONAL_SECRETS if var not in secrets(fleet)]  # fmt: skip
-    probe = {"exec": {"command": probe_command(fleet)}, "periodSeconds": PERIOD_S,
-             "timeoutSeconds": 5}  # fmt: skip
     container: dict[str, Any] = {
         "name": "fleet",
         "image": image,
@@ -169,19 +165,8 @@ def k8s_objects(
             {"name": "cache", "mountPath": VLLM_CACHE, "subPath": "vllm"},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
-        "startupProbe": {**probe, "failureThreshold": -(-start_budget_s(timing) // PERIOD_S)},
-        "readinessProbe": {**probe, "failureThreshold": 3},
-        "livenessProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
-            "periodSeconds": PERIOD_S,
-            "timeoutSeconds": 5,
-            "failureThreshold": 3,
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"], **_bind_low_port(fleet.port)},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        **probes(probe_command(fleet), start_budget_s(timing)),
+        "securityContext": security_context(fleet.port),
     }
     if count := gpus(fleet):
         container["resources"] = {"limits": {"nvidia.com/gpu": count}}

@@ -61,18 +61,19 @@ def env(profile: Profile, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def probes(profile: Profile, start_budget: int) -> dict[str, Any]:
+def probes(command: list[str], start_budget: int) -> dict[str, Any]:
     """startupProbe, readinessProbe, livenessProbe of the container that serves (module
-    docstring); the start probe waits `start_budget` seconds."""
+    docstring): `command` is its `serve probe`; the start probe waits `start_budget` seconds."""
     return {
+        # copies: the same list twice would be written as a YAML anchor and alias
         "startupProbe": {
-            "exec": {"command": probe_command(profile)},
+            "exec": {"command": list(command)},
             "periodSeconds": PERIOD_S,
             "timeoutSeconds": 5,
             "failureThreshold": -(-start_budget // PERIOD_S),
         },
         "readinessProbe": {
-            "exec": {"command": probe_command(profile)},
+            "exec": {"command": list(command)},
             "periodSeconds": PERIOD_S,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
@@ -112,13 +113,7 @@ def container(
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     out.update(serving or {})
-    # vLLM's image runs as root and writes its caches under /root/.cache: the most this image
-    # runs under is no privilege escalation, no capabilities and the runtime's seccomp profile
-    out["securityContext"] = {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"], **_bind_low_port(port)},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    out["securityContext"] = security_context(port)
     if gpus := gpus_needed(profile):
         out["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
     return out
@@ -192,7 +187,10 @@ def objects(
     timing = timing or Timing()
     claim = existing_claim or f"{name}-cache"
     serving = container(
-        profile, name=name, image=image, serving=probes(profile, start_budget_s(timing))
+        profile,
+        name=name,
+        image=image,
+        serving=probes(probe_command(profile), start_budget_s(timing)),
     )
     pod = pod_spec(profile, [serving], volumes(profile, name, claim), timing=timing,
                    runtime_class=runtime_class, node_selector=node_selector)  # fmt: skip
@@ -225,6 +223,16 @@ def objects(
         service(profile, name, labels(name)),
     ]
     return out
+
+
+def security_context(port: int) -> dict[str, Any]:
+    """vLLM's image runs as root and writes its caches under /root/.cache: the most this image
+    runs under is no privilege escalation, no capabilities and the runtime's seccomp profile."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], **_bind_low_port(port)},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _bind_low_port(port: int) -> dict[str, list[str]]:

@@ -47,7 +47,7 @@ from ..launch.options import Timing
 from ..profile import Profile
 from . import k8s, yamlout
 from .budgets import group_start_budget_s, join_budget_s
-from .compose import DEFAULT_IMAGE
+from .compose import DEFAULT_IMAGE, probe_command
 
 API_VERSION = "leaderworkerset.x-k8s.io/v1"
 # The LeaderWorkerSet release whose CRD the rendered object is validated against (tests/schemas/).
@@ -142,7 +142,9 @@ def objects(
         "size": profile.plan.nodes,
         "restartPolicy": "RecreateGroupOnPodRestart",
         "leaderTemplate": template(
-            "leader", leader_script(timing), k8s.probes(profile, group_start_budget_s(timing))
+            "leader",
+            leader_script(timing),
+            k8s.probes(probe_command(profile), group_start_budget_s(timing)),
         ),
         "workerTemplate": template("worker", worker_script(timing), None),
     }

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..preflight.gpus import Hardware
 from .launcher import Launcher, say
-from .placement import SLEEP_KEEP_BYTES, Slot, gpus_of, share_of, sleepers, victims
+from .placement import SLEEP_KEEP_BYTES, Slot, share_of, sleepers, victims
 from .router import ModelState, Routes
 from .spec import Fleet
 
@@ -35,7 +35,6 @@ class Controller:
         self.routes, self.fleet = routes, fleet
         self.launchers = {launcher.member.name: launcher for launcher in launchers}
         self.sleeps = sleep or sleepers(fleet.members, hardware, {}, 0)
-        self.gpus = {m.name: tuple(gpus_of(m, hardware.count)) for m in fleet.members}
         self.keep = {i: SLEEP_KEEP_BYTES / g.total_bytes for i, g in enumerate(hardware.gpus)}
         self.wanted: dict[str, float] = {}  # asked for while not loaded: since when (FIFO)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -53,7 +52,7 @@ class Controller:
                      else "asleep" if state.status == "asleep" else "off")  # fmt: skip
             evictable = (state.status == "ready" and not m.pin
                          and now - state.loaded_at >= self.fleet.min_residency)  # fmt: skip
-            out.append(Slot(m.name, self.gpus[m.name], share_of(m), where, evictable,
+            out.append(Slot(m.name, state.gpus, share_of(m), where, evictable,
                             state.last_used, self.sleeps[m.name]))  # fmt: skip
         return out
 
