@@ -2,19 +2,26 @@
 
     .venv/bin/python benchmarks/cache_bundle.py                  # tiny-cpu, 2 rounds
     .venv/bin/python benchmarks/cache_bundle.py --rounds 3 --profile tiny-cpu
+    python benchmarks/cache_bundle.py --profile h100 --rounds 1 --cold-from-pack   # a GPU host
 
-Every command runs in a fresh home of its own (HOME, XDG_CACHE_HOME, VLLM_CACHE_ROOT,
-TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR all inside it), as a new pod or host would:
+Every start runs in a home whose caches (HOME, XDG_CACHE_HOME, VLLM_CACHE_ROOT,
+TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR, and so FlashInfer's, CUDA's and serve's own) are all
+inside it and empty, as on a new pod or host:
 - pack: `serve cache pack -p P -o F` once, in its own home;
 - A (cold): `serve rehearse -p P --json` in a fresh home;
-- B (bundle): `serve cache unpack F` in a fresh home, then the same rehearsal there;
-- C (bundle, same model path): as B, with SERVE_CACHE_DIR pointing at the packing home's, so the
-  rehearsal loads its model from the very path the packed start did. vLLM hashes the model path
-  into its compile cache key (vllm/config/model.py `compute_hash`), so only C can find the
-  packed hash directory; B shows what a different path gets.
+- B (bundle, as a pod): the packing home emptied, `serve cache unpack F` into it, then the same
+  rehearsal: a new pod of one image has the packer's paths (HOME=/root);
+- C (bundle, another path): as B in a fresh home at another path. Inductor's and Triton's caches
+  are keyed by content, but vLLM's compile cache by the model's path among its factors
+  (vllm/config/model.py `compute_hash`; a rehearsal's model is generated under serve's cache), and
+  FlashInfer's JIT builds by their absolute paths (ninja files under ~/.cache/flashinfer): C
+  shows what a bundle is worth to a host that lays its caches out elsewhere.
+With --cold-from-pack (a GPU host, where a cold start is minutes), the pack's own start, in a
+home as empty as A's, is the cold one: its time to ready is the one A would measure; the compile
+ratios are then not measured, only ready.
 A, B and C alternate within each round, so a drift of the (shared, noisy) machine's speed hits all;
-ratios are per round. The goal of issue 25: B's compile phase at most 0.4x A's, B ready sooner,
-and B reporting `compiled: false`. Exit 1 when the goal is missed.
+ratios are per round. The goal of issue 25: B's and C's compile phase at most 0.4x A's, ready
+sooner, `compiled: false` (on a GPU host: B ready in at most 0.4x). Exit 1 when it is missed.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -32,20 +40,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-SERVE = [str(BIN / "serve")]
+SERVE = [sys.executable, "-m", "openai_server"]  # also where serve is on PYTHONPATH, not installed
 GOAL = 0.4
 
 
-def home_env(home: Path, serve_cache: Path | None = None) -> dict[str, str]:
+def home_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"),
                VLLM_CACHE_ROOT=str(home / ".cache" / "vllm"),
                TORCHINDUCTOR_CACHE_DIR=str(home / "torchinductor"),
                TRITON_CACHE_DIR=str(home / ".triton" / "cache"))  # fmt: skip
-    env.pop("SERVE_CACHE_DIR", None)
-    if serve_cache is not None:
-        env["SERVE_CACHE_DIR"] = str(serve_cache)
+    for var in ("SERVE_CACHE_DIR", "FLASHINFER_WORKSPACE_BASE", "CUDA_CACHE_PATH", "TRITON_HOME"):
+        env.pop(var, None)
     return env
 
 
@@ -66,11 +72,19 @@ def rehearse(profile: str, env: dict[str, str]) -> dict[str, Any]:
             "compile_s": start["phases"].get("compile"), "phases": start["phases"]}  # fmt: skip
 
 
+def ratio(x: float | None, y: float | None) -> float | None:
+    return round(x / y, 3) if x is not None and y else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="tiny-cpu")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    ap.add_argument("--kinds", default="ABC", help="which of A, B, C to run (default all)")
+    ap.add_argument(
+        "--cold-from-pack", action="store_true", help="the pack's own start is the cold one"
+    )
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="serve-cache-bench-"))
     try:
@@ -80,28 +94,34 @@ def main() -> int:
                              home_env(pack_home))  # fmt: skip
         print(f"pack ({pack_s:.1f} s): {line.strip()}", flush=True)
         rounds = []
+        packed_ready = re.search(r"ready in ([\d.]+) s", line)
         for i in range(args.rounds):
             row: dict[str, Any] = {}
-            for kind in ("A", "B", "C"):
-                home = base / f"{kind}{i}"
-                serve_cache = pack_home / ".cache" / "serve" if kind == "C" else None
-                env = home_env(home, serve_cache)
+            if args.cold_from_pack:
+                assert packed_ready, line
+                row["A"] = {"compiled": True, "ready_s": float(packed_ready[1]),
+                            "compile_s": None, "phases": {}}  # fmt: skip
+            for kind in [k for k in args.kinds if not (k == "A" and args.cold_from_pack)]:
+                home = pack_home if kind == "B" else base / f"{kind}{i}"
+                shutil.rmtree(home, ignore_errors=True)
+                env = home_env(home)
                 if kind != "A":
                     line, row[f"unpack_{kind}_s"] = serve(["cache", "unpack", str(bundle)], env)
                 row[kind] = rehearse(args.profile, env)
                 shutil.rmtree(home, ignore_errors=True)
+            for k in "BC":  # a kind not run (--kinds) has no figures
+                row.setdefault(k, {"compiled": None, "ready_s": None, "compile_s": None})
             a, b, c = row["A"], row["B"], row["C"]
-            row["compile_ratio_B"] = round(b["compile_s"] / a["compile_s"], 3)
-            row["ready_ratio_B"] = round(b["ready_s"] / a["ready_s"], 3)
-            row["compile_ratio_C"] = round(c["compile_s"] / a["compile_s"], 3)
-            row["ready_ratio_C"] = round(c["ready_s"] / a["ready_s"], 3)
+            for k, r in (("B", b), ("C", c)):
+                row[f"compile_ratio_{k}"] = ratio(r["compile_s"], a["compile_s"])
+                row[f"ready_ratio_{k}"] = ratio(r["ready_s"], a["ready_s"])
             rounds.append(row)
-            print(f"round {i + 1}: cold compile {a['compile_s']:.2f} s ready {a['ready_s']:.1f} s"
-                  f" compiled={a['compiled']} | bundle compile {b['compile_s']:.2f} s ready "
-                  f"{b['ready_s']:.1f} s compiled={b['compiled']} "
+            print(f"round {i + 1}: cold compile {a['compile_s']} s ready {a['ready_s']} s"
+                  f" compiled={a['compiled']} | bundle, as a pod: compile {b['compile_s']} s ready "
+                  f"{b['ready_s']} s compiled={b['compiled']} "
                   f"(compile {row['compile_ratio_B']}x, ready {row['ready_ratio_B']}x) | "
-                  f"bundle+same path compile "
-                  f"{c['compile_s']:.2f} s ready {c['ready_s']:.1f} s compiled={c['compiled']} "
+                  f"bundle, another path: compile "
+                  f"{c['compile_s']} s ready {c['ready_s']} s compiled={c['compiled']} "
                   f"(compile {row['compile_ratio_C']}x, ready {row['ready_ratio_C']}x)",
                   flush=True)  # fmt: skip
         result: dict[str, Any] = {
@@ -111,14 +131,21 @@ def main() -> int:
             "rounds": rounds,
         }
         for key in ("compile_ratio_B", "ready_ratio_B", "compile_ratio_C", "ready_ratio_C"):
-            result[f"median_{key}"] = statistics.median(r[key] for r in rounds)
+            values = [r[key] for r in rounds if r[key] is not None]
+            result[f"median_{key}"] = statistics.median(values) if values else None
         print(json.dumps({k: v for k, v in result.items() if k != "rounds"}), flush=True)
         if args.out:
             args.out.write_text(json.dumps(result, indent=2) + "\n")
-        met = (result["median_compile_ratio_B"] <= GOAL and result["median_ready_ratio_B"] < 1
-               and all(r["B"]["compiled"] is False for r in rounds))  # fmt: skip
-        print(f"goal (compiled: false, compile <= {GOAL}x, ready sooner): "
-              f"{'met' if met else 'MISSED'}")  # fmt: skip
+        if args.cold_from_pack:  # a GPU host: issue 25's goal there is ready in <= 0.4x
+            met = result["median_ready_ratio_B"] <= GOAL
+            goal = f"ready <= {GOAL}x"
+        else:
+            met = all(result[f"median_compile_ratio_{k}"] <= GOAL
+                      and result[f"median_ready_ratio_{k}"] < 1
+                      and all(r[k]["compiled"] is False for r in rounds)
+                      for k in "BC")  # fmt: skip
+            goal = f"compiled: false, compile <= {GOAL}x, ready sooner"
+        print(f"goal ({goal}): {'met' if met else 'MISSED'}")
         return 0 if met else 1
     finally:
         shutil.rmtree(base, ignore_errors=True)

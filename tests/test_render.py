@@ -46,6 +46,22 @@ def test_api_key_never_in_argv_but_passed_by_environment() -> None:
     assert 'VLLM_API_KEY="$MY_KEY"' in cmd.shell_line()
 
 
+def test_vllm_cpu_compiles_without_aot_and_logs_inductors_cache() -> None:
+    prof = loader.load_text("model: m\n").profile
+    env = render.render(prof, python="py", vllm=("vllm-cpu", "0.32.0")).env
+    assert env == {"VLLM_USE_AOT_COMPILE": "0", "TORCH_LOGS": "torch._inductor.codecache"}
+    # a user's TORCH_LOGS is kept; the profile's env has the last word
+    env = render.render(prof, python="py", vllm=("vllm-cpu", "0.32.0"),
+                        environ={"TORCH_LOGS": "+dynamo"}).env  # fmt: skip
+    assert env["TORCH_LOGS"] == "+dynamo,torch._inductor.codecache"
+    prof = loader.load_text("model: m\nenv:\n  VLLM_USE_AOT_COMPILE: '1'\n").profile
+    assert render.render(prof, python="py", vllm=("vllm-cpu", "0.32.0")).env[
+        "VLLM_USE_AOT_COMPILE"] == "1"  # fmt: skip
+    # the GPU build keeps vLLM's own piecewise cache, which logs its hits itself
+    assert render.render(prof, python="py", vllm=("vllm", "0.32.0")).env == {
+        "VLLM_USE_AOT_COMPILE": "1"}  # fmt: skip
+
+
 def test_shell_line_is_safe_to_paste() -> None:
     cmd = render.render(
         loader.load_text("model: \"o'rg/$(rm -rf x)\"\nenv:\n  A: 'x y;z'\n").profile, python="py"

@@ -61,9 +61,10 @@ def cache_root() -> Path:
 
 def compile_start(
     resolved: loader.Resolved, ready_timeout: float
-) -> tuple[dict[str, list[str]], str]:
+) -> tuple[dict[str, list[str]], str, float]:
     """Run one rehearsal start of the profile; (part -> entries it used, the model path it
-    loaded). The start is `serve rehearse`'s, so a later rehearsal here finds the same entries."""
+    loaded, its seconds to ready). The start is `serve rehearse`'s, so a later rehearsal here
+    finds the same entries."""
     from ..deploy.compose import profile_yaml
     from ..rehearse import shape
     from ..rehearse.commands import rehearsal_profile
@@ -83,7 +84,8 @@ def compile_start(
     if start.compiled is None:
         raise RefusedError("cache pack: vLLM compiled nothing in this start (enforce_eager, or a "
                            "compilation mode of none): there is nothing to pack")  # fmt: skip
-    return select.used_by_start(log, roots, since), str(model_dir)
+    ready = start.seconds_to_ready or 0.0  # set: a start without it failed, raised above
+    return select.used_by_start(log, roots, since), str(model_dir), ready
 
 
 def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: float) -> None:
@@ -101,15 +103,16 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
     if known and all((roots[p] / e).exists() for p, es in known.entries.items() for e in es):
         entries, model_path, how = known.entries, known.model_path, "cached here"
     else:
-        entries, model_path = compile_start(resolved, ready_timeout)
-        how = f"compiled by a start of {time.monotonic() - began:.1f} s"
+        entries, model_path, ready = compile_start(resolved, ready_timeout)
+        how = f"compiled by a start of {time.monotonic() - began:.1f} s, ready in {ready:.1f} s"
         index.record(cache_root(), index.Record(name, digest, host.vllm, entries, model_path,
                                                 now(), "pack"))  # fmt: skip
     if not entries:
         raise RefusedError(f"cache pack: the start of {name} used no cache entry under {roots}")
     packing = time.monotonic()
     files = bundle.files_of(roots, entries)
-    manifest = mf.build(host, name, dump, entries, files, now(), model_path)
+    manifest = mf.build(host, name, dump, entries, files, now(), model_path,
+                        {p: str(r) for p, r in roots.items()})  # fmt: skip
     bundle.write(output, manifest, roots)
     print(f"packed {name} ({how}): {len(files)} files, {manifest.total_bytes / MiB:.1f} MiB "
           f"-> {output} ({output.stat().st_size / MiB:.1f} MiB) in "
@@ -117,7 +120,42 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
           f"{host.device.line()}")  # fmt: skip
 
 
-def unpack(file: Path) -> None:
+def unpack(source: str, best_effort: bool = False) -> None:
+    """Restore the bundle at `source` (a file, or an http(s) URL fetched first). `best_effort`
+    (a deployment's init step): a bundle that cannot be used is one line and exit 0, and the
+    start compiles as it would have without one; anything half written is still never left."""
+    try:
+        if not source.startswith(("http://", "https://")):
+            return _unpack(Path(source))
+        with tempfile.TemporaryDirectory(prefix="serve-cache-bundle-") as tmp:
+            return _unpack(download(source, Path(tmp) / "bundle.tar.gz"))
+    except RefusedError as e:
+        if not best_effort:
+            raise
+        print(f"serve: cache bundle not used: {e}; the start compiles what it needs")
+
+
+def download(url: str, to: Path) -> Path:
+    """The bundle at `url`, streamed to `to`; a failure is one line naming the URL."""
+    import httpx
+
+    shown = url.split("?")[0]  # a presigned URL's signature (its query) is a secret
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=60) as r:
+            r.raise_for_status()
+            with to.open("wb") as f:
+                for chunk in r.iter_bytes(bundle.CHUNK):
+                    f.write(chunk)
+    except httpx.HTTPStatusError as e:
+        why = f"HTTP {e.response.status_code}"
+    except (httpx.HTTPError, OSError) as e:
+        why = f"{type(e).__name__}: {str(e).replace(url, shown)}"
+    else:
+        return to
+    raise bundle.BundleRefused(f"cache unpack: {shown}: download failed ({why})")
+
+
+def _unpack(file: Path) -> None:
     began = time.monotonic()
     manifest = bundle.read_manifest(file)
     if reason := mf.refusal(manifest, this_host()):
@@ -130,7 +168,12 @@ def unpack(file: Path) -> None:
     where = ", ".join(f"{p} {sizes[p] / MiB:.1f} MiB -> {roots[p]}" for p in sorted(sizes))
     print(f"restored {manifest.profile} ({manifest.profile_digest}, packed {manifest.created}): "
           f"{where} in {time.monotonic() - began:.1f} s")  # fmt: skip
-    if manifest.model_path and not Path(manifest.model_path).exists():
+    if elsewhere := mf.moved(manifest, {p: str(r) for p, r in roots.items()}):
+        print(f"note: {'; '.join(elsewhere)}: these builds name the paths they were made at, so "
+              "a start here may build them again; pack where the caches lie as on the hosts you "
+              "deploy to (in the image: HOME=/root)")  # fmt: skip
+    if (select.keyed_by_model_path(manifest.entries) and manifest.model_path
+            and not Path(manifest.model_path).exists()):  # fmt: skip
         # vllm/config/model.py compute_hash keeps `model` (the path or hub id) among its factors
         print(f"note: the packed start loaded its model from {manifest.model_path}, which is not "
               "here; vLLM hashes that path into its cache key, so a start here finds these "
@@ -152,15 +195,16 @@ def ls() -> None:
                    if not (roots[p] / e).exists()]  # fmt: skip
         size = sum(f.stat().st_size for p, es in r.entries.items() for e in es
                    for f in select.entry_files(roots[p], e))  # fmt: skip
+        keyed = select.keyed_by_model_path(r.entries)
         if r.vllm != vllm:
             verdict = f"a start would compile: recorded for vLLM {r.vllm}, this host has {vllm}"
         elif missing:
             verdict = f"a start would compile: {len(missing)} entries gone ({missing[0]}, ...)"
-        elif r.model_path and not Path(r.model_path).exists():
+        elif keyed and r.model_path and not Path(r.model_path).exists():
             verdict = f"a start would compile: its model path {r.model_path} is not here"
         else:
             # vLLM hashes the model path into its key: another path is another cache entry
-            where = f" loading its model from {r.model_path}" if r.model_path else ""
+            where = f" loading its model from {r.model_path}" if keyed and r.model_path else ""
             verdict = f"a start{where} finds its compile cache here"
         print(f"{r.profile} ({r.digest}, {r.source}, {r.created}): {size / MiB:.1f} MiB; "
               f"{verdict}")  # fmt: skip
@@ -171,7 +215,9 @@ def cache_cmd(
         Literal["pack", "unpack", "ls"],
         typer.Argument(help="pack: write a bundle; unpack: restore one; ls: what is cached here"),
     ],
-    file: Annotated[Path | None, typer.Argument(help="unpack: the bundle file")] = None,
+    file: Annotated[
+        str | None, typer.Argument(help="unpack: the bundle, a file or an http(s) URL")
+    ] = None,
     profile: ProfileOpt = None,
     set_: SetOpt = None,
     output: Annotated[
@@ -180,6 +226,13 @@ def cache_cmd(
     ready_timeout: Annotated[
         float, typer.Option(help="pack: seconds to ready for the start it may run")
     ] = Timing().ready_timeout,
+    best_effort: Annotated[
+        bool,
+        typer.Option(
+            help="unpack: a bundle that cannot be used (another vLLM or GPU, corrupt, not "
+            "downloaded) is one line and exit 0: a deployment's init step"
+        ),
+    ] = False,
 ) -> None:
     """Pack what a start of a profile compiled into one file; restore it; list what is cached."""
     if action == "pack":
@@ -189,6 +242,6 @@ def cache_cmd(
     elif action == "unpack":
         if file is None:
             raise typer.BadParameter("unpack needs the bundle FILE", param_hint="'FILE'")
-        unpack(file)
+        unpack(file, best_effort)
     else:
         ls()

