@@ -23,7 +23,13 @@ ENV PROFILE=phi3-t4 \
     SERVE_HOST=0.0.0.0 \
     HF_HOME=/root/.cache/huggingface
 # Keep vLLM's torch.compile and kernel caches on a volume: warm starts were 3.3x faster
-# (docs/vllm-facts.md).
+# (docs/vllm-facts.md). Triton's, Inductor's, CUDA's and FlashInfer's caches default to ~/.triton,
+# /tmp, ~/.nv and ~/.cache: all go under /root/.cache/kernels, one folder a deployment mounts
+# (serve deploy) and `serve cache pack|unpack` finds by these same variables.
+ENV TRITON_CACHE_DIR=/root/.cache/kernels/triton \
+    TORCHINDUCTOR_CACHE_DIR=/root/.cache/kernels/torchinductor \
+    CUDA_CACHE_PATH=/root/.cache/kernels/nv \
+    FLASHINFER_WORKSPACE_BASE=/root/.cache/kernels
 VOLUME ["/root/.cache"]
 EXPOSE 8000 7860
 

@@ -12,4 +12,11 @@ if [ -n "${PROFILE_YAML:-}" ]; then
     printf '%s\n' "$PROFILE_YAML" > "$PROFILE"
 fi
 : "${PROFILE:=tiny-cpu}"
+# A cache bundle (`serve cache pack`; a file or an http(s) URL, set by `serve deploy
+# --cache-bundle`) is restored before the launch, so the start loads what another host compiled.
+# --best-effort: a bundle this host cannot use is one line, and the start compiles as without it.
+if [ -n "${SERVE_CACHE_BUNDLE:-}" ]; then
+    serve cache unpack "$SERVE_CACHE_BUNDLE" --best-effort \
+        || echo "serve: cache bundle not restored (exit $?); the start compiles what it needs"
+fi
 exec serve launch --profile "$PROFILE" --ready-file "${TMPDIR:-/tmp}/serve-ready" "$@"

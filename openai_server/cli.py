@@ -41,7 +41,7 @@ LAZY = {
     "rehearse": ("openai_server.rehearse.commands", "rehearse_cmd",
                  "Serve the profile's model shape with dummy weights; report KV, phases, bench; "
                  "stop."),
-    "cache": ("openai_server.cache.commands", "cache_cmd",
+    "cache": ("openai_server.cache_commands", "cache_cmd",
               "Pack what a start of a profile compiled into one file; restore it; list what is "
               "cached."),
     "smoke": ("openai_server.clients.commands", "smoke_cmd",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,18 @@ from ..errors import RefusedError
 from ..preflight import gpus
 from ..preflight.check import Target, run
 from ..profile import Profile
-from . import compose, hf_endpoint, hf_space, hosts, k8s, k8s_lws, monitoring, skyserve, yamlout
+from . import (
+    bundles,
+    compose,
+    hf_endpoint,
+    hf_space,
+    hosts,
+    k8s,
+    k8s_lws,
+    monitoring,
+    skyserve,
+    yamlout,
+)
 from .accelerators import Choice, choose
 from .budgets import gpus_needed
 
@@ -113,6 +125,13 @@ def deploy_cmd(
             help="also a Grafana dashboard (serve top's panels); k8s, k8s-lws: a ServiceMonitor",
         ),
     ] = False,
+    cache_bundle: Annotated[
+        str | None,
+        typer.Option(
+            help="compose, hf-space: a bundle FILE (copied beside the files) or URL; k8s: a URL, "
+            "unpacked by an init container into the cache volume (`serve cache pack`)",
+        ),
+    ] = None,
     fleet_file: Annotated[
         Path | None,
         typer.Option(
@@ -124,6 +143,9 @@ def deploy_cmd(
 ) -> None:
     """Render deployment files for a profile (after the same preflight as launch)."""
     if fleet_file is not None:
+        if cache_bundle:
+            raise RefusedError("deploy --fleet: --cache-bundle holds one profile's caches; fix: "
+                               "unpack each model's bundle into the cache volume")  # fmt: skip
         options = TargetOptions(image, existing_claim, runtime_class, node_selector or [])
         deploy_fleet(fleet_file, target, out, gpu=gpu, vllm_version=vllm_version,
                      options=options, profile_given=bool(profile or set_))  # fmt: skip
@@ -134,7 +156,7 @@ def deploy_cmd(
                             name=name, repository=repository, vendor=vendor, region=region,
                             instance_type=instance_type, min_replicas=min_replicas,
                             max_replicas=max_replicas, target_qps=target_qps,
-                            monitoring=with_monitoring)  # fmt: skip
+                            monitoring=with_monitoring, cache_bundle=cache_bundle)  # fmt: skip
     deploy(prof, target, out, gpu=gpu, vllm_version=vllm_version, options=options)
 
 
@@ -145,6 +167,8 @@ def deploy(
     """The preflight (a rented target: the GPU chosen among its offers), then the files."""
     rented = target in RENTED
     refuse_node_count(prof, target)
+    if options.cache_bundle:
+        bundles.check(options.cache_bundle, prof, target, vllm_version)
     if target == "hf-space":
         hf_space.refuse_unrunnable(prof)
     hardware = None if gpu and not rented else gpus.Hardware((), "none")
@@ -161,6 +185,9 @@ def deploy(
     if options.monitoring:
         files.update(monitoring.files(prof, target))
     out.mkdir(parents=True, exist_ok=True)
+    if options.cache_bundle and not compose.is_url(options.cache_bundle):
+        shutil.copyfile(options.cache_bundle, out / compose.BUNDLE_FILE)
+        print(f"wrote {out / compose.BUNDLE_FILE}")
     for file, text in files.items():
         (out / file).write_text(text)
         if file.endswith(".sh"):
@@ -247,6 +274,7 @@ class TargetOptions:
     max_replicas: int | None = None  # hf-endpoint, skyserve
     target_qps: float | None = None  # skyserve
     monitoring: bool = False  # every target: + a Grafana dashboard; k8s*: + a ServiceMonitor
+    cache_bundle: str | None = None  # compose, hf-space: a file or URL; k8s: a URL
 
     def selector(self) -> dict[str, str]:
         pairs = [item.partition("=") for item in self.node_selector]
@@ -257,16 +285,20 @@ class TargetOptions:
 
 def _render(prof: Profile, target: str, choice: Choice | None, o: TargetOptions) -> dict[str, str]:
     if target == "compose":
-        return compose.render(prof, image=o.image)
+        return compose.render(prof, image=o.image, bundle=o.cache_bundle)
     if target == "hosts":
         return hosts.render(prof)
-    if target in ("k8s", "k8s-lws"):
-        renderer = k8s.render if target == "k8s" else k8s_lws.render
-        return renderer(prof, image=o.image, existing_claim=o.existing_claim,
-                        runtime_class=o.runtime_class, node_selector=o.selector())  # fmt: skip
+    if target == "k8s":
+        return k8s.render(prof, image=o.image, existing_claim=o.existing_claim,
+                          runtime_class=o.runtime_class, node_selector=o.selector(),
+                          bundle_url=o.cache_bundle)  # fmt: skip
+    if target == "k8s-lws":
+        return k8s_lws.render(prof, image=o.image, existing_claim=o.existing_claim,
+                              runtime_class=o.runtime_class,
+                              node_selector=o.selector())  # fmt: skip
     assert choice is not None
     if target == "hf-space":
-        return hf_space.render(prof, choice, image=o.image)
+        return hf_space.render(prof, choice, image=o.image, bundle=o.cache_bundle)
     if target == "hf-endpoint":
         most = max(o.max_replicas or 1, o.min_replicas, 1)
         return hf_endpoint.render(prof, choice, image=o.image, name=o.name,

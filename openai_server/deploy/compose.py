@@ -25,6 +25,17 @@ HF_CACHE = "/root/.cache/huggingface"
 # vLLM's torch.compile and kernel caches (VLLM_CACHE_ROOT's default): a warm start was 3.3x faster
 # than a cold one on an H100 (docs/vllm-facts.md).
 VLLM_CACHE = "/root/.cache/vllm"
+# Triton's, Inductor's, CUDA's and FlashInfer's kernel caches: the image points them here
+# (Dockerfile), so one more volume keeps what a start built. On an H200 the kernels, not vLLM's
+# graphs, were most of a cold start (docs/cache.md).
+KERNEL_CACHE = "/root/.cache/kernels"
+# Volume -> where it is mounted, for a profile's and a fleet's container alike.
+CACHE_VOLUMES = {"huggingface": HF_CACHE, "vllm-cache": VLLM_CACHE, "kernel-cache": KERNEL_CACHE}
+# `serve deploy --cache-bundle FILE` copies the bundle beside the files; the container reads it
+# here, and the image's entrypoint unpacks what SERVE_CACHE_BUNDLE names before the launch.
+BUNDLE_FILE = "cache-bundle.tar.gz"
+BUNDLE_IN_CONTAINER = "/etc/serve/cache-bundle.tar.gz"
+BUNDLE_VAR = "SERVE_CACHE_BUNDLE"
 # Optional in the server's environment: gated models need it, the rest do not.
 OPTIONAL_SECRETS = ("HF_TOKEN",)
 
@@ -49,8 +60,25 @@ def probe_argv(port: int, model: str, api_key_env: str | None) -> list[str]:
     return ["serve", "probe", "--url", f"http://127.0.0.1:{port}", "--model", model, *key]
 
 
-def environment(profile: Profile) -> dict[str, str]:
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def bundle_source(bundle: str | None) -> str | None:
+    """What the container's SERVE_CACHE_BUNDLE says: the URL, or the mounted copy of a file."""
+    if bundle is None:
+        return None
+    return bundle if is_url(bundle) else BUNDLE_IN_CONTAINER
+
+
+def cache_volumes() -> list[str]:
+    return [f"{volume}:{path}" for volume, path in CACHE_VOLUMES.items()]
+
+
+def environment(profile: Profile, bundle: str | None = None) -> dict[str, str]:
     env = {"PROFILE": PROFILE_IN_CONTAINER, "SERVE_HOST": "0.0.0.0"}
+    if source := bundle_source(bundle):
+        env[BUNDLE_VAR] = source
     if profile.api_key_env:
         # required: compose refuses to start without it instead of serving with no key
         key = profile.api_key_env
@@ -61,19 +89,20 @@ def environment(profile: Profile) -> dict[str, str]:
 
 
 def compose_file(
-    profile: Profile, *, image: str = DEFAULT_IMAGE, timing: Timing | None = None
+    profile: Profile,
+    *,
+    image: str = DEFAULT_IMAGE,
+    timing: Timing | None = None,
+    bundle: str | None = None,
 ) -> dict[str, Any]:
     timing = timing or Timing()
     port = profile.effective_port
+    mounted = [f"./{BUNDLE_FILE}:{BUNDLE_IN_CONTAINER}:ro"] if bundle and not is_url(bundle) else []
     service: dict[str, Any] = {
         "image": image,
-        "environment": environment(profile),
+        "environment": environment(profile, bundle),
         "ports": [f"{port}:{port}"],
-        "volumes": [
-            f"./{PROFILE_FILE}:{PROFILE_IN_CONTAINER}:ro",
-            f"huggingface:{HF_CACHE}",
-            f"vllm-cache:{VLLM_CACHE}",
-        ],
+        "volumes": [f"./{PROFILE_FILE}:{PROFILE_IN_CONTAINER}:ro", *mounted, *cache_volumes()],
         "shm_size": shm_size(profile),
         "healthcheck": {
             "test": ["CMD", *probe_command(profile)],
@@ -95,10 +124,13 @@ def compose_file(
                 }
             }
         }
-    return {"services": {"serve": service}, "volumes": {"huggingface": {}, "vllm-cache": {}}}
+    return {"services": {"serve": service}, "volumes": {v: {} for v in CACHE_VOLUMES}}
 
 
-def render(profile: Profile, *, image: str = DEFAULT_IMAGE) -> dict[str, str]:
-    """File name -> text, for `serve deploy --target compose`."""
-    text = yamlout.dump(compose_file(profile, image=image))
+def render(
+    profile: Profile, *, image: str = DEFAULT_IMAGE, bundle: str | None = None
+) -> dict[str, str]:
+    """File name -> text, for `serve deploy --target compose` (a bundle FILE is copied by
+    `serve deploy` beside them, as BUNDLE_FILE)."""
+    text = yamlout.dump(compose_file(profile, image=image, bundle=bundle))
     return {"compose.yaml": text, PROFILE_FILE: profile_yaml(profile)}

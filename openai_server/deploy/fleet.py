@@ -24,8 +24,8 @@ from ..launch.options import Timing
 from ..profile import Profile
 from . import yamlout
 from .budgets import SHM_ONE_GPU, SHM_TENSOR_PARALLEL, gpus_needed, start_budget_s, stop_grace_s
-from .compose import HF_CACHE, OPTIONAL_SECRETS, VLLM_CACHE, probe_argv
-from .k8s import CACHE_SIZE, _gi, labels, probes, security_context
+from .compose import CACHE_VOLUMES, OPTIONAL_SECRETS, cache_volumes, probe_argv
+from .k8s import CACHE_SIZE, _gi, cache_mounts, labels, probes, security_context
 
 FLEET_DIR = "/etc/serve/fleet"
 FLEET_FILE = "fleet.yaml"
@@ -113,8 +113,7 @@ def compose_files(fleet: Fleet, *, image: str, timing: Timing | None = None) -> 
         "ports": [f"{fleet.port}:{fleet.port}"],
         "volumes": [
             f"./{COMPOSE_DIR}:{FLEET_DIR}:ro",
-            f"huggingface:{HF_CACHE}",
-            f"vllm-cache:{VLLM_CACHE}",
+            *cache_volumes(),
         ],
         "shm_size": shm(fleet),
         "healthcheck": {
@@ -132,7 +131,7 @@ def compose_files(fleet: Fleet, *, image: str, timing: Timing | None = None) -> 
     if count := gpus(fleet):
         device = {"driver": "nvidia", "count": count, "capabilities": ["gpu"]}
         service["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
-    compose = {"services": {"fleet": service}, "volumes": {"huggingface": {}, "vllm-cache": {}}}
+    compose = {"services": {"fleet": service}, "volumes": {v: {} for v in CACHE_VOLUMES}}
     out = {"compose.yaml": yamlout.dump(compose)}
     out |= {f"{COMPOSE_DIR}/{name}": text for name, text in fleet_files(fleet).items()}
     return out
@@ -161,8 +160,7 @@ def k8s_objects(
         "ports": [{"name": "http", "containerPort": fleet.port}],
         "volumeMounts": [
             {"name": "fleet", "mountPath": FLEET_DIR, "readOnly": True},
-            {"name": "cache", "mountPath": HF_CACHE, "subPath": "huggingface"},
-            {"name": "cache", "mountPath": VLLM_CACHE, "subPath": "vllm"},
+            *cache_mounts(),
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
         **probes(probe_command(fleet), start_budget_s(timing)),

@@ -24,7 +24,17 @@ from ..profile import BUILTIN_MODEL_PREFIX, Profile
 from . import yamlout
 from .accelerators import Choice
 from .budgets import gpus_needed, start_budget_s
-from .compose import DEFAULT_IMAGE, PROFILE_FILE, PROFILE_IN_CONTAINER, profile_yaml
+from .compose import (
+    BUNDLE_FILE,
+    BUNDLE_IN_CONTAINER,
+    BUNDLE_VAR,
+    DEFAULT_IMAGE,
+    PROFILE_FILE,
+    PROFILE_IN_CONTAINER,
+    bundle_source,
+    is_url,
+    profile_yaml,
+)
 
 # Space hardware for each GPU `--gpu` knows, smallest memory first (huggingface_hub.SpaceHardware;
 # the larger flavour of a GPU where the smaller has too little CPU memory to load a model).
@@ -107,8 +117,13 @@ def readme(profile: Profile, choice: Choice, *, timing: Timing | None = None) ->
     )
 
 
-def dockerfile(profile: Profile, *, image: str = DEFAULT_IMAGE) -> str:
+def dockerfile(profile: Profile, *, image: str = DEFAULT_IMAGE, bundle: str | None = None) -> str:
     port = profile.effective_port
+    copy = (f"COPY --chown={UID}:{UID} {BUNDLE_FILE} {BUNDLE_IN_CONTAINER}\n"
+            if bundle and not is_url(bundle) else "")  # fmt: skip
+    source = bundle_source(bundle)
+    # the entrypoint unpacks it into {DATA} before the launch (a bundle it cannot use: one line)
+    restore = f" \\\n    {BUNDLE_VAR}={source}" if source else ""
     return f"""\
 # Rendered by `serve deploy --target hf-space`. A Space runs this image as UID {UID} and keeps
 # only {DATA} across restarts: caches go there, and nothing is written under /root.
@@ -121,14 +136,17 @@ RUN (getent passwd {UID} >/dev/null \\
     && mkdir -p {HOME} {DATA} /etc/serve \\
     && chown {UID}:{UID} {HOME} {DATA}
 COPY --chown={UID}:{UID} {PROFILE_FILE} {PROFILE_IN_CONTAINER}
-
+{copy}
 ENV HOME={HOME} \\
     PROFILE={PROFILE_IN_CONTAINER} \\
     SERVE_HOST=0.0.0.0 \\
     HF_HOME={DATA}/huggingface \\
     VLLM_CACHE_ROOT={DATA}/vllm \\
     TRITON_CACHE_DIR={DATA}/triton \\
-    XDG_CACHE_HOME={DATA}/cache
+    TORCHINDUCTOR_CACHE_DIR={DATA}/torchinductor \\
+    CUDA_CACHE_PATH={DATA}/nv \\
+    FLASHINFER_WORKSPACE_BASE={DATA} \\
+    XDG_CACHE_HOME={DATA}/cache{restore}
 USER {UID}
 EXPOSE {port}
 # The base image's entrypoint (tini, then `serve launch --profile $PROFILE`) is kept: phases, the
@@ -136,11 +154,14 @@ EXPOSE {port}
 """
 
 
-def render(profile: Profile, choice: Choice, *, image: str = DEFAULT_IMAGE) -> dict[str, str]:
-    """File name -> text, for `serve deploy --target hf-space` (the Space repository's files)."""
+def render(
+    profile: Profile, choice: Choice, *, image: str = DEFAULT_IMAGE, bundle: str | None = None
+) -> dict[str, str]:
+    """File name -> text, for `serve deploy --target hf-space` (the Space repository's files; a
+    bundle FILE is copied beside them by `serve deploy`)."""
     refuse_unrunnable(profile)
     return {
         "README.md": readme(profile, choice),
-        "Dockerfile": dockerfile(profile, image=image),
+        "Dockerfile": dockerfile(profile, image=image, bundle=bundle),
         PROFILE_FILE: profile_yaml(profile),
     }

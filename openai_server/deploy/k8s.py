@@ -26,6 +26,7 @@ from .budgets import gpus_needed, shm_size, start_budget_s, stop_grace_s
 from .compose import (
     DEFAULT_IMAGE,
     HF_CACHE,
+    KERNEL_CACHE,
     OPTIONAL_SECRETS,
     PROFILE_IN_CONTAINER,
     VLLM_CACHE,
@@ -59,6 +60,29 @@ def env(profile: Profile, name: str) -> list[dict[str, Any]]:
         ref = {"name": secret, "key": var, "optional": True}
         out.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
     return out
+
+
+def cache_mounts() -> list[dict[str, Any]]:
+    """The cache volume's folders, where the image's caches live (compose.CACHE_VOLUMES)."""
+    return [
+        {"name": "cache", "mountPath": HF_CACHE, "subPath": "huggingface"},
+        {"name": "cache", "mountPath": VLLM_CACHE, "subPath": "vllm"},
+        {"name": "cache", "mountPath": KERNEL_CACHE, "subPath": "kernels"},
+    ]
+
+
+def bundle_init(image: str, url: str) -> dict[str, Any]:
+    """The init container that restores a cache bundle into the cache volume before the server
+    starts. --best-effort: a bundle this pod cannot use (another vLLM or GPU, a failed download)
+    is one line in its log and the server compiles as without one, within the same startupProbe
+    budget, which counts from the server's own start."""
+    return {
+        "name": "cache-bundle",
+        "image": image,
+        "command": ["serve", "cache", "unpack", url, "--best-effort"],
+        "volumeMounts": cache_mounts(),
+        "securityContext": security_context(None),  # it binds no port
+    }
 
 
 def probes(command: list[str], start_budget: int) -> dict[str, Any]:
@@ -108,8 +132,7 @@ def container(
         out["ports"] = [{"name": "http", "containerPort": port}]
     out["volumeMounts"] = [
         {"name": "profile", "mountPath": PROFILE_DIR, "readOnly": True},
-        {"name": "cache", "mountPath": HF_CACHE, "subPath": "huggingface"},
-        {"name": "cache", "mountPath": VLLM_CACHE, "subPath": "vllm"},
+        *cache_mounts(),
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     out.update(serving or {})
@@ -140,12 +163,12 @@ def pod_spec(
     timing: Timing,
     runtime_class: str | None = None,
     node_selector: dict[str, str] | None = None,
+    init: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    pod: dict[str, Any] = {
-        "terminationGracePeriodSeconds": stop_grace_s(profile, timing),
-        "containers": containers,
-        "volumes": pod_volumes,
-    }
+    pod: dict[str, Any] = {"terminationGracePeriodSeconds": stop_grace_s(profile, timing)}
+    if init:
+        pod["initContainers"] = init
+    pod |= {"containers": containers, "volumes": pod_volumes}
     if runtime_class:
         pod["runtimeClassName"] = runtime_class
     if node_selector:
@@ -183,9 +206,11 @@ def objects(
     runtime_class: str | None = None,
     node_selector: dict[str, str] | None = None,
     timing: Timing | None = None,
+    bundle_url: str | None = None,
 ) -> list[dict[str, Any]]:
     timing = timing or Timing()
     claim = existing_claim or f"{name}-cache"
+    init = [bundle_init(image, bundle_url)] if bundle_url else None
     serving = container(
         profile,
         name=name,
@@ -193,7 +218,8 @@ def objects(
         serving=probes(probe_command(profile), start_budget_s(timing)),
     )
     pod = pod_spec(profile, [serving], volumes(profile, name, claim), timing=timing,
-                   runtime_class=runtime_class, node_selector=node_selector)  # fmt: skip
+                   runtime_class=runtime_class, node_selector=node_selector,
+                   init=init)  # fmt: skip
     out: list[dict[str, Any]] = [config_map(profile, name)]
     if existing_claim is None:
         out.append(
@@ -225,12 +251,12 @@ def objects(
     return out
 
 
-def security_context(port: int) -> dict[str, Any]:
+def security_context(port: int | None) -> dict[str, Any]:
     """vLLM's image runs as root and writes its caches under /root/.cache: the most this image
     runs under is no privilege escalation, no capabilities and the runtime's seccomp profile."""
     return {
         "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"], **_bind_low_port(port)},
+        "capabilities": {"drop": ["ALL"], **(_bind_low_port(port) if port else {})},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 

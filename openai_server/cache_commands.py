@@ -20,20 +20,20 @@ from typing import Annotated, Literal
 
 import typer
 
-from .. import loader
-from ..cli_common import ProfileOpt, SetOpt, profile_ref
-from ..errors import RefusedError, StartFailed
-from ..launch.options import Timing
-from . import bundle, index, locations, select
-from . import manifest as mf
+from . import loader
+from .cache import bundle, index, locations, select
+from .cache import manifest as mf
+from .cli_common import ProfileOpt, SetOpt, profile_ref
+from .errors import RefusedError, StartFailed
+from .launch.options import Timing
 
 MiB = 1024**2
 
 
 def this_host() -> mf.Host:
     """vLLM, torch and the first GPU NVML sees ("cpu" without one), without importing either."""
-    from ..preflight import gpus
-    from ..preflight.flags import installed_version
+    from .preflight import gpus
+    from .preflight.flags import installed_version
 
     vllm = installed_version(sys.executable)
     try:
@@ -54,7 +54,7 @@ def now() -> str:
 
 
 def cache_root() -> Path:
-    from ..settings import settings
+    from .settings import settings
 
     return settings().cache_root
 
@@ -65,10 +65,10 @@ def compile_start(
     """Run one rehearsal start of the profile; (part -> entries it used, the model path it
     loaded, its seconds to ready). The start is `serve rehearse`'s, so a later rehearsal here
     finds the same entries."""
-    from ..deploy.compose import profile_yaml
-    from ..rehearse import shape
-    from ..rehearse.commands import rehearsal_profile
-    from ..rehearse.run import free_port, one_start, read_log
+    from .deploy.compose import profile_yaml
+    from .rehearse import shape
+    from .rehearse.commands import rehearsal_profile
+    from .rehearse.run import free_port, one_start, read_log
 
     model_dir, _ = shape.build(resolved.profile)
     roots = locations.roots(os.environ)
@@ -184,7 +184,7 @@ def _unpack(file: Path) -> None:
 def ls() -> None:
     roots = locations.roots(os.environ)
     records = index.load(cache_root())
-    from ..preflight.flags import installed_version
+    from .preflight.flags import installed_version
 
     here = installed_version(sys.executable)
     vllm = here[1] if here else "none"
