@@ -101,7 +101,9 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
     known = index.find(index.load(cache_root()), digest, host.vllm)
     began = time.monotonic()
     if known and all((roots[p] / e).exists() for p, es in known.entries.items() for e in es):
-        entries, model_path, how = known.entries, known.model_path, "cached here"
+        entries, model_path = known.entries, known.model_path
+        how = f"recorded by serve launch, {known.created}" if known.source == "launch" else (
+            "cached here")  # fmt: skip
     else:
         entries, model_path, ready = compile_start(resolved, ready_timeout)
         how = f"compiled by a start of {time.monotonic() - began:.1f} s, ready in {ready:.1f} s"

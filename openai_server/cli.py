@@ -332,6 +332,14 @@ def launch_cmd(
     control_port: Annotated[
         int, typer.Option(help="nodes > 1: the port the head's launcher listens on for the others")
     ] = ports.CONTROL,
+    record_compile: Annotated[
+        bool,
+        typer.Option(
+            help="once ready, record what the start wrote in the compile caches, for `serve "
+            "cache pack` (a rehearsal's start does not: its model is a generated directory)",
+            hidden=True,
+        ),
+    ] = True,
 ) -> None:
     """Validate, check, render, start and supervise the server until it is stopped or fails.
 
@@ -349,7 +357,7 @@ def launch_cmd(
         resolved.profile, origin, timing, restart_limit=restart_limit, ready_file=ready_file,
         log_format=log_format, verbose=verbose, log_file=log_file, check=not no_check,
         smoke=smoke, node_rank=node_rank, head_address=head_address,
-        join_timeout=join_timeout, control_port=control_port,
+        join_timeout=join_timeout, control_port=control_port, record_compile=record_compile,
     ))  # fmt: skip
 
 

@@ -7,8 +7,11 @@ loop is decided here: this node's role, the preflight, the options, the rendered
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ class LaunchRequest:
     head_address: str | None = None
     join_timeout: float = multinode.JOIN_TIMEOUT_S
     control_port: int = ports.CONTROL
+    record_compile: bool = True  # once ready, for `serve cache pack` (cache/record.py)
 
 
 def launch(req: LaunchRequest) -> None:
@@ -71,11 +75,13 @@ def launch(req: LaunchRequest) -> None:
     mode = Reporter.mode_for(req.log_format, verbose=req.verbose, tty=sys.stdout.isatty())
     log = req.log_file.open("a", buffering=1) if req.log_file else None
     ui = Reporter(mode, verbose=req.verbose, log_file=log)
-    on_ready = (
+    began = time.time() - 2  # filesystem timestamps may be coarser than the clock
+    smoke = (
         (lambda: clients_commands.after_ready(opts.base_url, opts.model_id, opts.api_key))
         if req.smoke
         else None
     )
+    on_ready = ready_steps(smoke, compile_record(req, vllm, began))
     try:
         if head is not None and req.node_rank is not None:
             launch_node(req, opts, ui, vllm, head, on_ready)
@@ -88,6 +94,40 @@ def launch(req: LaunchRequest) -> None:
         ui.close()  # the live status line ends here, once, whatever ran under it
         if log is not None:
             log.close()
+
+
+def ready_steps(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
+    given = [s for s in steps if s is not None]
+    if not given:
+        return None
+
+    def run_all() -> None:
+        for step in given:
+            step()
+
+    return run_all
+
+
+def compile_record(
+    req: LaunchRequest, vllm: tuple[str, str] | None, began: float
+) -> Callable[[], None] | None:
+    """Once ready, in the background: what this start wrote in the compile caches, recorded for
+    `serve cache pack` (cache/record.py). Never delays or fails the launch."""
+    if not req.record_compile or vllm is None or req.profile.server == "custom":
+        return None
+
+    def record() -> None:
+        from .cache.record import record_start
+        from .settings import settings
+
+        prof = req.profile
+        # a cache folder that changed under the walk, or an unwritable one: no record
+        with contextlib.suppress(OSError, ValueError):
+            record_start(req.origin, prof.model_dump(mode="json"), vllm[1],
+                         render.model_path(prof), began, os.environ,
+                         settings().cache_root)  # fmt: skip
+
+    return lambda: threading.Thread(target=record, name="compile-record", daemon=True).start()
 
 
 @contextmanager

@@ -82,7 +82,7 @@ class Launcher:
     def __init__(self, profile_file: Path, log: Path, ready_timeout: float) -> None:
         cmd = [sys.executable, "-m", "openai_server", "launch", "--profile", str(profile_file),
                "--log-format", "json", "--ready-timeout", str(ready_timeout),
-               "--log-file", str(log)]  # fmt: skip
+               "--log-file", str(log), "--no-record-compile"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True)  # fmt: skip
         self.events: list[dict[str, Any]] = []

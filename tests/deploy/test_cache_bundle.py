@@ -14,6 +14,7 @@ from openai_server import loader
 from openai_server.cache import bundle
 from openai_server.cache import manifest as mf
 from openai_server.cli import app
+from tests.conftest import ecosystem_validator
 from tests.deploy.test_compose import validate_compose
 from tests.deploy.test_k8s import by_kind, validate
 
@@ -81,6 +82,16 @@ def test_a_space_restores_its_bundle_into_persistent_storage(tmp_path: Path) -> 
     docker = (out / "Dockerfile").read_text()
     assert f"SERVE_CACHE_BUNDLE={URL}" in docker
     assert "TORCHINDUCTOR_CACHE_DIR=/data/torchinductor" in docker  # UID 1000 cannot write /root
+    ecosystem_validator("hadolint", str(out / "Dockerfile"))
+    # a file goes into the Space's repository and its image
+    code, output, out = deploy(tmp_path, "--target", "hf-space", "--cache-bundle",
+                               str(a_bundle(tmp_path)))  # fmt: skip
+    assert code == 0, output
+    docker = (out / "Dockerfile").read_text()
+    assert "COPY --chown=1000:1000 cache-bundle.tar.gz /etc/serve/cache-bundle.tar.gz" in docker
+    assert "SERVE_CACHE_BUNDLE=/etc/serve/cache-bundle.tar.gz" in docker
+    assert (out / "cache-bundle.tar.gz").is_file()
+    ecosystem_validator("hadolint", str(out / "Dockerfile"))
 
 
 @pytest.mark.parametrize(

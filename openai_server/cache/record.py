@@ -1,0 +1,40 @@
+"""What a `serve launch` start wrote in the compile caches, recorded for `serve cache pack`.
+
+A rehearsal loads a generated model directory, so vLLM's compile key, which hashes the model's
+path or hub id (vllm/config/model.py `compute_hash`), is not the real start's; the real start's
+own entries are the ones the next pod of the same deployment looks up. So `serve launch` records,
+once ready, the entries its start wrote (a cold start writes them all, a warm one little or
+nothing), joined to what an earlier start of the same profile and vLLM recorded, and `serve cache
+pack -p PROFILE` packs them without a rehearsal.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import index, locations, select
+from . import manifest as mf
+
+
+def record_start(
+    name: str, profile_dump: dict[str, Any], vllm: str, model_path: str, since: float,
+    environ: Mapping[str, str], cache_root: Path,
+) -> index.Record | None:  # fmt: skip
+    """Record what the start that began at `since` (epoch seconds) wrote; None if nothing."""
+    roots = locations.roots(environ)
+    wrote = select.used_by_start("", roots, since)
+    if not wrote:
+        return None
+    digest = mf.profile_digest(profile_dump)
+    entries = {p: set(es) for p, es in wrote.items()}
+    if (old := index.find(index.load(cache_root), digest, vllm)) is not None:
+        for part, es in old.entries.items():  # what is still there of the earlier starts'
+            entries.setdefault(part, set()).update(e for e in es if (roots[part] / e).exists())
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    new = index.Record(name, digest, vllm, {p: sorted(es) for p, es in sorted(entries.items())},
+                       model_path, created, "launch")  # fmt: skip
+    index.record(cache_root, new)
+    return new
