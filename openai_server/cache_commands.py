@@ -96,14 +96,14 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
     dump = prof.model_dump(mode="json")
     host = this_host()
     roots = locations.roots(os.environ)
-    digest = mf.profile_digest(dump)
+    digest = mf.compile_digest(dump)
     name = profile_ref(profile)
     known = index.find(index.load(cache_root()), digest, host.vllm)
     began = time.monotonic()
     if known and all((roots[p] / e).exists() for p, es in known.entries.items() for e in es):
         entries, model_path = known.entries, known.model_path
-        how = f"recorded by serve launch, {known.created}" if known.source == "launch" else (
-            "cached here")  # fmt: skip
+        by_serve = known.source in ("launch", "rehearse")
+        how = f"recorded by serve {known.source}, {known.created}" if by_serve else "cached here"
     else:
         entries, model_path, ready = compile_start(resolved, ready_timeout)
         how = f"compiled by a start of {time.monotonic() - began:.1f} s, ready in {ready:.1f} s"
@@ -165,7 +165,8 @@ def _unpack(file: Path) -> None:
     roots = locations.roots(os.environ)
     sizes = bundle.restore(file, manifest, roots)
     index.record(cache_root(), index.Record(
-        manifest.profile, manifest.profile_digest, manifest.host.vllm, manifest.entries,
+        manifest.profile, manifest.compile_digest or manifest.profile_digest, manifest.host.vllm,
+        manifest.entries,
         manifest.model_path, now(), f"unpack {file}"))  # fmt: skip
     where = ", ".join(f"{p} {sizes[p] / MiB:.1f} MiB -> {roots[p]}" for p in sorted(sizes))
     print(f"restored {manifest.profile} ({manifest.profile_digest}, packed {manifest.created}): "

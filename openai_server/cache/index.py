@@ -19,12 +19,12 @@ FILE = "compile-caches.json"
 @dataclass(frozen=True)
 class Record:
     profile: str
-    digest: str  # manifest.profile_digest
+    digest: str  # manifest.compile_digest: profiles that compile alike share a record
     vllm: str
     entries: dict[str, list[str]]  # part -> entries under its root
     model_path: str
     created: str
-    source: str  # "pack" (a start ran here) or "unpack <file>"
+    source: str  # "launch", "rehearse", "pack" (a start ran here) or "unpack <file>"
 
 
 def load(cache_root: Path) -> list[Record]:

@@ -73,6 +73,7 @@ class Manifest:
     format: int = FORMAT
     sizes: dict[str, int] = field(default_factory=dict)  # part -> bytes
     roots: dict[str, str] = field(default_factory=dict)  # part -> where it lay on the packer
+    compile_digest: str = ""  # compile_digest(): what this host's record is keyed by
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -86,6 +87,22 @@ def profile_digest(profile_dump: dict[str, Any]) -> str:
     """A stable digest of a profile's effective values (key order and formatting do not count)."""
     text = json.dumps(profile_dump, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Profile keys that change how the server is reached or answers, never what a start compiles:
+# starts that differ only in these share their compile-cache entries (cache/index.py records).
+SERVING_ONLY = frozenset({
+    "description", "extends", "port", "host", "served_model_name", "sampling", "api_key_env",
+    "restart", "shutdown_timeout", "enable_auto_tool_choice", "tool_call_parser",
+    "reasoning_parser", "chat_template", "generation_config", "allow_runtime_lora_updating",
+    "download_dir", "master_addr", "master_port", "data_parallel_address",
+    "data_parallel_rpc_port", "network_interface", "python", "seed",
+})  # fmt: skip
+
+
+def compile_digest(profile_dump: dict[str, Any]) -> str:
+    """The digest of what a start of the profile compiles: the profile less SERVING_ONLY."""
+    return profile_digest({k: v for k, v in profile_dump.items() if k not in SERVING_ONLY})
 
 
 def hashed_settings(profile_dump: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +121,7 @@ def build(host: Host, profile: str, profile_dump: dict[str, Any], entries: dict[
     for f in files:
         sizes[f.part] = sizes.get(f.part, 0) + f.size
     return Manifest(host=host, profile=profile, profile_digest=profile_digest(profile_dump),
+                    compile_digest=compile_digest(profile_dump),
                     hashed_settings=hashed_settings(profile_dump),
                     entries={p: sorted(e) for p, e in entries.items() if e},
                     files=sorted(files, key=lambda f: (f.part, f.path)), created=created,
@@ -128,7 +146,8 @@ def parse(text: str) -> Manifest:
                         files=files, created=str(d["created"]),
                         model_path=str(d.get("model_path", "")),
                         sizes={str(k): int(v) for k, v in d.get("sizes", {}).items()},
-                        roots={str(k): str(v) for k, v in d.get("roots", {}).items()})  # fmt: skip
+                        roots={str(k): str(v) for k, v in d.get("roots", {}).items()},
+                        compile_digest=str(d.get("compile_digest", "")))  # fmt: skip
     except ManifestError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as e:

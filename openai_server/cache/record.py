@@ -21,20 +21,21 @@ from . import manifest as mf
 
 def record_start(
     name: str, profile_dump: dict[str, Any], vllm: str, model_path: str, since: float,
-    environ: Mapping[str, str], cache_root: Path,
+    environ: Mapping[str, str], cache_root: Path, source: str = "launch",
 ) -> index.Record | None:  # fmt: skip
-    """Record what the start that began at `since` (epoch seconds) wrote; None if nothing."""
+    """Record what the start that began at `since` (epoch seconds) wrote; None if nothing.
+    `source`: the command whose start it was ("launch", "rehearse")."""
     roots = locations.roots(environ)
     wrote = select.used_by_start("", roots, since)
     if not wrote:
         return None
-    digest = mf.profile_digest(profile_dump)
+    digest = mf.compile_digest(profile_dump)
     entries = {p: set(es) for p, es in wrote.items()}
     if (old := index.find(index.load(cache_root), digest, vllm)) is not None:
         for part, es in old.entries.items():  # what is still there of the earlier starts'
             entries.setdefault(part, set()).update(e for e in es if (roots[part] / e).exists())
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     new = index.Record(name, digest, vllm, {p: sorted(es) for p, es in sorted(entries.items())},
-                       model_path, created, "launch")  # fmt: skip
+                       model_path, created, source)  # fmt: skip
     index.record(cache_root, new)
     return new

@@ -8,10 +8,12 @@ overhead is stored as a calibration (preflight/calibration.py) that `serve check
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import tempfile
+import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -154,7 +156,8 @@ def rehearse_cmd(
         raise RefusedError(f"rehearse: {refusal}")
     model_dir, source = shape.build(prof)
     clients = Clients(prof, run_bench, bench_prompts, shape.completions_only(facts.shape))
-    starts = run_starts(prof, model_dir, twice=twice, ready_timeout=ready_timeout, clients=clients)
+    starts = run_starts(prof, model_dir, twice=twice, ready_timeout=ready_timeout, clients=clients,
+                        name=profile_ref(profile))  # fmt: skip
     off = [k for k in TOKENIZER_BOUND if getattr(prof, k) is not None]
     out = {"profile": prof.model_id, "shape": source, "model_dir": str(model_dir),
            "off_in_rehearsal": off,
@@ -222,8 +225,9 @@ class Clients:
 
 
 def run_starts(
-    prof: Profile, model_dir: Path, *, twice: bool, ready_timeout: float, clients: Clients
-) -> list[Start]:
+    prof: Profile, model_dir: Path, *, twice: bool, ready_timeout: float, clients: Clients,
+    name: str,
+) -> list[Start]:  # fmt: skip
     """One start (two with --twice: cold, then warm), each through the launcher; stops at the
     first failure, which `clients.results["failure"]` then holds."""
     from ..deploy.compose import profile_yaml
@@ -236,13 +240,27 @@ def run_starts(
             path = workdir / "profile.yaml"
             path.write_text(profile_yaml(rehearsal_profile(prof, model_dir, port)))
             url = f"http://127.0.0.1:{port}"
+            since = time.time() - 2  # filesystem timestamps may be coarser than the clock
             start = one_start(path, workdir, cold=cold, ready_timeout=ready_timeout,
                               while_ready=partial(clients.during, url, cold))  # fmt: skip
             starts.append(start)
+            if not start.failure and start.vllm_version:
+                record_compiled(name, prof, start.vllm_version, model_dir, since)
             if start.failure or "failure" in clients.results:
                 clients.results.setdefault("failure", start.failure)
                 break
     return starts
+
+
+def record_compiled(name: str, prof: Profile, vllm: str, model_dir: Path, since: float) -> None:
+    """What the start wrote in the compile caches, recorded under the profile's own digest for
+    `serve cache pack` (cache/record.py), which then packs it without a start of its own."""
+    from ..cache.record import record_start
+    from ..settings import settings
+
+    with contextlib.suppress(OSError, ValueError):  # a record is a help, never a failure
+        record_start(name, prof.model_dump(mode="json"), vllm, str(model_dir), since,
+                     os.environ, settings().cache_root, source="rehearse")  # fmt: skip
 
 
 def store_calibration(facts: Facts, report: Report, start: Start) -> dict[str, Any] | None:

@@ -135,3 +135,17 @@ def test_each_root_honours_its_variable_and_its_default(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_an_entry_is_one_starts_unit_of_its_cache(part: str, relative: str, entry: str) -> None:
     assert locations.entry_of(part, relative) == entry
+
+
+def test_profiles_that_compile_alike_share_a_compile_digest() -> None:
+    base = {"model": "m", "dtype": "float16", "port": 8000, "description": "a"}
+    same = {**base, "port": 9000, "description": "b", "sampling": {"temperature": 0.1}}
+    assert mf.compile_digest(base) == mf.compile_digest(same)
+    assert mf.compile_digest(base) != mf.compile_digest({**base, "dtype": "bfloat16"})
+    assert mf.profile_digest(base) != mf.profile_digest(same)
+
+
+def test_every_serving_only_key_is_a_profile_key() -> None:
+    from openai_server.profile import Profile
+
+    assert set(mf.SERVING_ONLY) <= set(Profile.model_fields)
