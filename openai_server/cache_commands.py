@@ -127,10 +127,11 @@ def unpack(source: str, best_effort: bool = False) -> None:
     (a deployment's init step): a bundle that cannot be used is one line and exit 0, and the
     start compiles as it would have without one; anything half written is still never left."""
     try:
-        if not source.startswith(("http://", "https://")):
-            return _unpack(Path(source))
-        with tempfile.TemporaryDirectory(prefix="serve-cache-bundle-") as tmp:
-            return _unpack(download(source, Path(tmp) / "bundle.tar.gz"))
+        if source.startswith(("http://", "https://")):
+            with tempfile.TemporaryDirectory(prefix="serve-cache-bundle-") as tmp:
+                _unpack(download(source, Path(tmp) / "bundle.tar.gz"))
+        else:
+            _unpack(Path(source))
     except RefusedError as e:
         if not best_effort:
             raise

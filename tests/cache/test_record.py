@@ -77,3 +77,15 @@ def test_pack_packs_what_a_launch_recorded_without_a_start(tmp_path: Path) -> No
         manifest = mf.parse(member.read().decode())
     assert manifest.entries == {"inductor": ["fxgraph/cd/fNEW"]}
     assert any(n.endswith("fxgraph/cd/fNEW/g") for n in names), names
+
+
+def test_a_launch_records_only_where_its_vllm_is_known_and_it_is_no_rehearsal() -> None:
+    from openai_server.launch.options import Timing
+    from openai_server.launching import LaunchRequest, compile_record
+
+    prof = loader.load_text(PROFILE).profile
+    req = LaunchRequest(prof, "p.yaml", Timing())
+    assert compile_record(req, ("vllm", "0.26.0"), 0.0) is not None
+    assert compile_record(req, None, 0.0) is None  # launch --no-check: vLLM unknown
+    rehearsal = LaunchRequest(prof, "p.yaml", Timing(), record_compile=False)
+    assert compile_record(rehearsal, ("vllm", "0.26.0"), 0.0) is None
