@@ -9,7 +9,6 @@ from package metadata, the GPU from NVML.
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import tempfile
@@ -47,10 +46,6 @@ def this_host() -> mf.Host:
     else:
         device = mf.Device("cpu")
     return mf.Host(vllm[1] if vllm else "none", torch, device)
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def cache_root() -> Path:
@@ -108,12 +103,12 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
         entries, model_path, ready = compile_start(resolved, ready_timeout)
         how = f"compiled by a start of {time.monotonic() - began:.1f} s, ready in {ready:.1f} s"
         index.record(cache_root(), index.Record(name, digest, host.vllm, entries, model_path,
-                                                now(), "pack"))  # fmt: skip
+                                                index.now(), "pack"))  # fmt: skip
     if not entries:
         raise RefusedError(f"cache pack: the start of {name} used no cache entry under {roots}")
     packing = time.monotonic()
     files = bundle.files_of(roots, entries)
-    manifest = mf.build(host, name, dump, entries, files, now(), model_path,
+    manifest = mf.build(host, name, dump, entries, files, index.now(), model_path,
                         {p: str(r) for p, r in roots.items()})  # fmt: skip
     bundle.write(output, manifest, roots)
     print(f"packed {name} ({how}): {len(files)} files, {manifest.total_bytes / MiB:.1f} MiB "
@@ -127,7 +122,7 @@ def unpack(source: str, best_effort: bool = False) -> None:
     (a deployment's init step): a bundle that cannot be used is one line and exit 0, and the
     start compiles as it would have without one; anything half written is still never left."""
     try:
-        if source.startswith(("http://", "https://")):
+        if bundle.is_url(source):
             with tempfile.TemporaryDirectory(prefix="serve-cache-bundle-") as tmp:
                 _unpack(download(source, Path(tmp) / "bundle.tar.gz"))
         else:
@@ -168,7 +163,7 @@ def _unpack(file: Path) -> None:
     index.record(cache_root(), index.Record(
         manifest.profile, manifest.compile_digest or manifest.profile_digest, manifest.host.vllm,
         manifest.entries,
-        manifest.model_path, now(), f"unpack {file}"))  # fmt: skip
+        manifest.model_path, index.now(), f"unpack {file}"))  # fmt: skip
     where = ", ".join(f"{p} {sizes[p] / MiB:.1f} MiB -> {roots[p]}" for p in sorted(sizes))
     print(f"restored {manifest.profile} ({manifest.profile_digest}, packed {manifest.created}): "
           f"{where} in {time.monotonic() - began:.1f} s")  # fmt: skip

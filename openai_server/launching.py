@@ -7,7 +7,6 @@ loop is decided here: this node's role, the preflight, the options, the rendered
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -117,15 +116,11 @@ def compile_record(
         return None
 
     def record() -> None:
-        from .cache.record import record_start
-        from .settings import settings
+        from .cache.record import record_quietly
 
         prof = req.profile
-        # a cache folder that changed under the walk, or an unwritable one: no record
-        with contextlib.suppress(OSError, ValueError):
-            record_start(req.origin, prof.model_dump(mode="json"), vllm[1],
-                         render.model_path(prof), began, os.environ,
-                         settings().cache_root)  # fmt: skip
+        record_quietly(req.origin, prof.model_dump(mode="json"), vllm[1],
+                       render.model_path(prof), began, "launch")  # fmt: skip
 
     return lambda: threading.Thread(target=record, name="compile-record", daemon=True).start()
 

@@ -28,6 +28,11 @@ PREFIX = "parts"
 CHUNK = 1 << 20
 
 
+def is_url(source: str) -> bool:
+    """A bundle named by an http(s) URL (downloaded first), not a file."""
+    return source.startswith(("http://", "https://"))
+
+
 class BundleRefused(RefusedError):
     """A bundle that is corrupt, truncated, crafted, or made for another host."""
 

@@ -7,6 +7,7 @@ another, and `ls` can say per profile what is here. One JSON file in serve's cac
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import tempfile
@@ -25,6 +26,11 @@ class Record:
     model_path: str
     created: str
     source: str  # "launch", "rehearse", "pack" (a start ran here) or "unpack <file>"
+
+
+def now() -> str:
+    """A record's (and a manifest's) `created`: UTC, to the second."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def load(cache_root: Path) -> list[Record]:

@@ -10,7 +10,8 @@ pack -p PROFILE` packs them without a rehearsal.
 
 from __future__ import annotations
 
-import datetime
+import contextlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,18 @@ def record_start(
     if (old := index.find(index.load(cache_root), digest, vllm)) is not None:
         for part, es in old.entries.items():  # what is still there of the earlier starts'
             entries.setdefault(part, set()).update(e for e in es if (roots[part] / e).exists())
-    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     new = index.Record(name, digest, vllm, {p: sorted(es) for p, es in sorted(entries.items())},
-                       model_path, created, source)  # fmt: skip
+                       model_path, index.now(), source)  # fmt: skip
     index.record(cache_root, new)
     return new
+
+
+def record_quietly(name: str, profile_dump: dict[str, Any], vllm: str, model_path: str,
+                   since: float, source: str) -> None:  # fmt: skip
+    """`record_start` for a command's own start, in this environment and serve's cache: a record
+    is a help, never a failure (a cache folder that changed under the walk, an unwritable one)."""
+    from ..settings import settings
+
+    with contextlib.suppress(OSError, ValueError):
+        record_start(name, profile_dump, vllm, model_path, since, os.environ,
+                     settings().cache_root, source)  # fmt: skip

@@ -14,7 +14,6 @@ from ..cache import bundle as bundle_file
 from ..cache import manifest as mf
 from ..errors import RefusedError
 from ..profile import Profile
-from .compose import is_url
 
 # The targets with a step that restores a bundle before the server starts: the image's
 # entrypoint (compose, hf-space: SERVE_CACHE_BUNDLE) or an init container (k8s).
@@ -25,7 +24,7 @@ def check(source: str, profile: Profile, target: str, image_vllm: str) -> None:
     if target not in TARGETS:
         raise RefusedError(f"deploy --cache-bundle: --target {target} has no step that restores "
                            f"it; fix: --target {', '.join(TARGETS)}")  # fmt: skip
-    if is_url(source):
+    if bundle_file.is_url(source):
         return  # read by the pod; `serve cache unpack --best-effort` checks it there
     if target == "k8s":
         raise RefusedError(f"deploy --cache-bundle {source}: a pod cannot read a file of this "

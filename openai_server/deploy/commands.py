@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import typer
 
 from .. import loader
+from ..cache.bundle import is_url
 from ..cli_common import ProfileOpt, SetOpt, profile_ref
 from ..errors import RefusedError
 from ..preflight import gpus
@@ -185,7 +186,7 @@ def deploy(
     if options.monitoring:
         files.update(monitoring.files(prof, target))
     out.mkdir(parents=True, exist_ok=True)
-    if options.cache_bundle and not compose.is_url(options.cache_bundle):
+    if options.cache_bundle and not is_url(options.cache_bundle):
         shutil.copyfile(options.cache_bundle, out / compose.BUNDLE_FILE)
         print(f"wrote {out / compose.BUNDLE_FILE}")
     for file, text in files.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..cache.bundle import is_url
 from ..launch.options import Timing
 from ..profile import Profile
 from . import yamlout
@@ -58,10 +59,6 @@ def probe_argv(port: int, model: str, api_key_env: str | None) -> list[str]:
     """`serve probe` on its fast path for the server on this port (a profile's, or a fleet's)."""
     key = ["--api-key-env", api_key_env] if api_key_env else []
     return ["serve", "probe", "--url", f"http://127.0.0.1:{port}", "--model", model, *key]
-
-
-def is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
 
 
 def bundle_source(bundle: str | None) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..cache.bundle import is_url
 from ..errors import RefusedError
 from ..launch.options import Timing
 from ..profile import BUILTIN_MODEL_PREFIX, Profile
@@ -32,7 +33,6 @@ from .compose import (
     PROFILE_FILE,
     PROFILE_IN_CONTAINER,
     bundle_source,
-    is_url,
     profile_yaml,
 )
 

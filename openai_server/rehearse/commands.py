@@ -8,7 +8,6 @@ overhead is stored as a calibration (preflight/calibration.py) that `serve check
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -230,6 +229,7 @@ def run_starts(
 ) -> list[Start]:  # fmt: skip
     """One start (two with --twice: cold, then warm), each through the launcher; stops at the
     first failure, which `clients.results["failure"]` then holds."""
+    from ..cache.record import record_quietly
     from ..deploy.compose import profile_yaml
 
     starts: list[Start] = []
@@ -245,22 +245,13 @@ def run_starts(
                               while_ready=partial(clients.during, url, cold))  # fmt: skip
             starts.append(start)
             if not start.failure and start.vllm_version:
-                record_compiled(name, prof, start.vllm_version, model_dir, since)
+                # for `serve cache pack`, under the profile's own digest: no start of its own
+                record_quietly(name, prof.model_dump(mode="json"), start.vllm_version,
+                               str(model_dir), since, "rehearse")  # fmt: skip
             if start.failure or "failure" in clients.results:
                 clients.results.setdefault("failure", start.failure)
                 break
     return starts
-
-
-def record_compiled(name: str, prof: Profile, vllm: str, model_dir: Path, since: float) -> None:
-    """What the start wrote in the compile caches, recorded under the profile's own digest for
-    `serve cache pack` (cache/record.py), which then packs it without a start of its own."""
-    from ..cache.record import record_start
-    from ..settings import settings
-
-    with contextlib.suppress(OSError, ValueError):  # a record is a help, never a failure
-        record_start(name, prof.model_dump(mode="json"), vllm, str(model_dir), since,
-                     os.environ, settings().cache_root, source="rehearse")  # fmt: skip
 
 
 def store_calibration(facts: Facts, report: Report, start: Start) -> dict[str, Any] | None:
