@@ -67,7 +67,9 @@ class ServerProcess:
         assert self._proc is not None, "not started"
         return self._proc.pid
 
-    def start(self) -> None:
+    def start(self, spawned: Callable[[int], None] | None = None) -> None:
+        """Spawn the command; `spawned(pid)` runs before the first line of its output reaches a
+        sink, so whatever it announces comes before what the output makes of it."""
         # start_new_session: the server leads its own process group (pgid == pid), so one killpg
         # reaches the engine core and workers, and a terminal's Ctrl-C reaches only the launcher,
         # which then stops the group in order.
@@ -82,6 +84,8 @@ class ServerProcess:
             )
         except OSError as e:
             raise StartFailed(f"cannot start {self.command.argv[0]!r}: {e.strerror}") from None
+        if spawned is not None:
+            spawned(self._proc.pid)
         self._pump = threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True)
         self._pump.start()
 

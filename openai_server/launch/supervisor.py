@@ -145,16 +145,20 @@ class Run:
     def start(self, guardian: Guardian) -> None:
         self.started = time.monotonic()
         self.phases = PhaseTracker(self.started)
-        self.server.start()
-        guardian.watch(self.server.pid)
-        self.progress = ProgressWatch(self.server.pid, self.opts.timing.stall_timeout)
         waiting = (
             "waiting for the head's ready"
             if self.follower
             else f"waiting for {self.opts.model_id!r} at {self.opts.base_url}/v1/models"
         )
-        pid = self.server.pid
-        self.ui.event("started", f"started {self.what} (pid {pid}); {waiting}", pid=pid)
+
+        def spawned(pid: int) -> None:
+            # before the output is read: "started" precedes the phases its lines make (a pump
+            # thread that read first put a phase event ahead of it on a loaded machine)
+            guardian.watch(pid)
+            self.progress = ProgressWatch(pid, self.opts.timing.stall_timeout)
+            self.ui.event("started", f"started {self.what} (pid {pid}); {waiting}", pid=pid)
+
+        self.server.start(spawned)
 
     def reached_ready(self) -> None:
         self.ready_at = time.monotonic()

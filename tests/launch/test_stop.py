@@ -10,6 +10,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import psutil
@@ -133,3 +134,21 @@ def test_the_supervisor_side_never_imports_the_profile_or_the_loader() -> None:
     assert [m for m in heavy if m in loaded] == []
     ours = modules_loaded_by("import openai_server.launch.guardian", prefix="openai_server")
     assert ours == ["openai_server", "openai_server.launch", "openai_server.launch.guardian"]
+
+
+def test_what_a_spawn_announces_comes_before_any_line_of_its_output() -> None:
+    # the child prints at once; a pump thread reading before the announcement put a phase event
+    # ahead of "started" on a loaded machine (a CI run of 7ebf201)
+    from openai_server.launch.process import ServerProcess
+
+    seen: list[str] = []
+    server = ServerProcess(Command([sys.executable, "-c", "print('first line', flush=True)"]),
+                           {}, [lambda line: seen.append(f"line {line}")])  # fmt: skip
+
+    def spawned(pid: int) -> None:
+        time.sleep(0.5)  # long after the child printed
+        seen.append(f"spawned {pid}")
+
+    server.start(spawned)
+    server.drain_output(10)  # the pump ends with the child's output
+    assert seen == [f"spawned {server.pid}", "line first line"]
