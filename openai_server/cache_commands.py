@@ -15,16 +15,17 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
-from . import loader
+from . import loader, render
 from .cache import bundle, index, locations, select
 from .cache import manifest as mf
 from .cli_common import ProfileOpt, SetOpt, profile_ref
 from .errors import RefusedError, StartFailed
 from .launch.options import Timing
+from .profile import Profile
 
 MiB = 1024**2
 
@@ -54,24 +55,46 @@ def cache_root() -> Path:
     return settings().cache_root
 
 
+def start_profile(prof: Profile, port: int) -> tuple[Profile, str]:
+    """The profile the pack's start runs (dummy weights), and the model it loads.
+
+    vLLM keys its compile cache by the model as named and its config as loaded (vllm/config/
+    model.py `compute_hash` keeps `model` and `hf_config` among its factors; the load format is
+    not one, vllm/config/load.py), so where this host has the profile's own config (the model's
+    directory, or the Hugging Face cache for a hub id) the start loads the profile's model itself,
+    with dummy weights and a generated tokenizer (not a factor either): the bundle then serves a
+    deployment that loads the real weights under the same name. Elsewhere the rehearsal's
+    generated copy stands in, and only a rehearsal finds vLLM's part of the bundle (the kernel
+    caches are keyed by content and serve any start)."""
+    from .rehearse import shape
+    from .rehearse.commands import rehearsal_profile
+
+    model_dir, _ = shape.build(prof)
+    rehearsal = rehearsal_profile(prof, model_dir, port)
+    if shape.own_config(prof) is None:
+        return rehearsal, str(model_dir)
+    update: dict[str, Any] = {"model": prof.model, "revision": prof.revision,
+                              "tokenizer": str(model_dir)}  # fmt: skip
+    if not Path(prof.model).expanduser().is_dir():  # a hub id, found in the cache: stay offline
+        update["env"] = {**prof.env, "HF_HUB_OFFLINE": "1"}
+    return rehearsal.model_copy(update=update), prof.model
+
+
 def compile_start(
     resolved: loader.Resolved, ready_timeout: float
 ) -> tuple[dict[str, list[str]], str, float]:
-    """Run one rehearsal start of the profile; (part -> entries it used, the model path it
-    loaded, its seconds to ready). The start is `serve rehearse`'s, so a later rehearsal here
-    finds the same entries."""
+    """Run one start of the profile with dummy weights (`start_profile`); (part -> entries it
+    used, the model path it loaded, its seconds to ready)."""
     from .deploy.compose import profile_yaml
-    from .rehearse import shape
-    from .rehearse.commands import rehearsal_profile
     from .rehearse.run import free_port, one_start, read_log
 
-    model_dir, _ = shape.build(resolved.profile)
     roots = locations.roots(os.environ)
+    prof, model_path = start_profile(resolved.profile, free_port())
     since = time.time() - 2  # filesystem timestamps may be coarser than the clock
     with tempfile.TemporaryDirectory(prefix="serve-cache-pack-") as tmp:
         workdir = Path(tmp)
         path = workdir / "profile.yaml"
-        path.write_text(profile_yaml(rehearsal_profile(resolved.profile, model_dir, free_port())))
+        path.write_text(profile_yaml(prof))
         start = one_start(path, workdir, cold=True, ready_timeout=ready_timeout)
         log = read_log(workdir / "launch-cold.log")
     if start.failure:
@@ -80,7 +103,7 @@ def compile_start(
         raise RefusedError("cache pack: vLLM compiled nothing in this start (enforce_eager, or a "
                            "compilation mode of none): there is nothing to pack")  # fmt: skip
     ready = start.seconds_to_ready or 0.0  # set: a start without it failed, raised above
-    return select.used_by_start(log, roots, since), str(model_dir), ready
+    return select.used_by_start(log, roots, since), model_path, ready
 
 
 def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: float) -> None:
@@ -95,7 +118,8 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
     name = profile_ref(profile)
     known = index.find(index.load(cache_root()), digest, host.vllm)
     began = time.monotonic()
-    if known and all((roots[p] / e).exists() for p, es in known.entries.items() for e in es):
+    if (known and all((roots[p] / e).exists() for p, es in known.entries.items() for e in es)
+            and serves_deployment(known, prof)):  # fmt: skip
         entries, model_path = known.entries, known.model_path
         by_serve = known.source in ("launch", "rehearse")
         how = f"recorded by serve {known.source}, {known.created}" if by_serve else "cached here"
@@ -115,6 +139,23 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
           f"-> {output} ({output.stat().st_size / MiB:.1f} MiB) in "
           f"{time.monotonic() - packing:.1f} s; vLLM {host.vllm}, torch {host.torch}, "
           f"{host.device.line()}")  # fmt: skip
+    if select.keyed_by_model_path(entries) and model_path != render.model_path(prof):
+        print(f"note: this host has no config.json of {prof.model}, so the start loaded a "
+              f"generated copy ({model_path}); vLLM keys its compile cache by the model's name "
+              f"and config, so a deployment loading {prof.model} compiles its graphs again (the "
+              f"kernel caches still serve it): `hf download {prof.model} config.json` here "
+              "and pack again")  # fmt: skip
+
+
+def serves_deployment(record: index.Record, prof: Profile) -> bool:
+    """Whether a recorded start's entries serve a deployment of `prof` as well as a pack's own
+    start would: it loaded the profile's own model, or its vLLM entries are keyed by content
+    only, or this host has no config of the model (the pack's start would load a copy too)."""
+    from .rehearse import shape
+
+    return (record.model_path == render.model_path(prof)
+            or not select.keyed_by_model_path(record.entries)
+            or shape.own_config(prof) is None)  # fmt: skip
 
 
 def unpack(source: str, best_effort: bool = False) -> None:
@@ -171,8 +212,7 @@ def _unpack(file: Path) -> None:
         print(f"note: {'; '.join(elsewhere)}: these builds name the paths they were made at, so "
               "a start here may build them again; pack where the caches lie as on the hosts you "
               "deploy to (in the image: HOME=/root)")  # fmt: skip
-    if (select.keyed_by_model_path(manifest.entries) and manifest.model_path
-            and not Path(manifest.model_path).exists()):  # fmt: skip
+    if select.keyed_by_model_path(manifest.entries) and select.model_absent(manifest.model_path):
         # vllm/config/model.py compute_hash keeps `model` (the path or hub id) among its factors
         print(f"note: the packed start loaded its model from {manifest.model_path}, which is not "
               "here; vLLM hashes that path into its cache key, so a start here finds these "
@@ -199,7 +239,7 @@ def ls() -> None:
             verdict = f"a start would compile: recorded for vLLM {r.vllm}, this host has {vllm}"
         elif missing:
             verdict = f"a start would compile: {len(missing)} entries gone ({missing[0]}, ...)"
-        elif keyed and r.model_path and not Path(r.model_path).exists():
+        elif keyed and select.model_absent(r.model_path):
             verdict = f"a start would compile: its model path {r.model_path} is not here"
         else:
             # vLLM hashes the model path into its key: another path is another cache entry

@@ -83,6 +83,14 @@ def keyed_by_model_path(entries: dict[str, list[str]]) -> bool:
     return any(e.startswith("torch_compile_cache/") for e in entries.get("vllm", []))
 
 
+def model_absent(model_path: str | None) -> bool:
+    """Whether the packed start loaded its model from a local path this host lacks; a hub id
+    names the same model everywhere."""
+    if not model_path or not model_path.startswith(("/", ".", "~")):
+        return False
+    return not Path(model_path).expanduser().exists()
+
+
 def entry_files(root: Path, entry: str) -> list[Path]:
     """The regular files of one entry (a file or a directory), symlinks left out."""
     path = root / entry

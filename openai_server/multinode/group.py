@@ -120,6 +120,12 @@ def _decode(line: bytes) -> dict[str, Any] | None:
     return msg if isinstance(msg, dict) else None
 
 
+def _until(deadline: float, limit: float) -> float:
+    """A wait of at most `limit` that ends by `deadline` (0.1 s at least, so a last attempt is
+    made): every wait of a join is capped so, and the join ends at its deadline."""
+    return min(limit, max(0.1, deadline - time.monotonic()))
+
+
 def _read_one(sock: socket.socket, timeout: float) -> tuple[dict[str, Any] | None, bytes]:
     """The first message of a new connection (before its reader thread exists), and what came
     after it in the same read (the head may send more right behind a welcome)."""
@@ -331,23 +337,23 @@ class Member:
                     f"that this node reaches {self.head}:{self.port}"
                 )
             try:
-                sock = socket.create_connection((self.head, self.port), timeout=CONNECT_RETRY_S)
+                sock = socket.create_connection(
+                    (self.head, self.port), timeout=_until(deadline, CONNECT_RETRY_S)
+                )
             except OSError as e:
                 last = e.strerror or str(e)
-                stopped.wait(CONNECT_RETRY_S)
+                stopped.wait(_until(deadline, CONNECT_RETRY_S))
                 continue
             sock.settimeout(None)
             self.local_ip = str(sock.getsockname()[0])
             hello = {"hello": self.rank, "profile": self.digest, "host": socket.gethostname()}
             Peer(sock, self.head).send(hello)
-            answer, rest = _read_one(
-                sock, min(HELLO_TIMEOUT_S, max(0.1, deadline - time.monotonic()))
-            )
+            answer, rest = _read_one(sock, _until(deadline, HELLO_TIMEOUT_S))
             peer = Peer(sock, self.head, rest)
             if answer is None:
                 peer.close()
                 last = "a connection was accepted but not answered as serve's head"
-                stopped.wait(CONNECT_RETRY_S)
+                stopped.wait(_until(deadline, CONNECT_RETRY_S))
                 continue
             if "refused" in answer:
                 peer.close()

@@ -145,6 +145,12 @@ def rehearse_cmd(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False, help="keep each start's log (launch-cold.log, launch-warm.log) here"
+        ),
+    ] = None,
 ) -> None:
     """Serve the profile's model shape with dummy weights; report KV, phases, bench; stop."""
     prof = loader.load(profile_ref(profile), sets=set_ or []).profile
@@ -156,7 +162,7 @@ def rehearse_cmd(
     model_dir, source = shape.build(prof)
     clients = Clients(prof, run_bench, bench_prompts, shape.completions_only(facts.shape))
     starts = run_starts(prof, model_dir, twice=twice, ready_timeout=ready_timeout, clients=clients,
-                        name=profile_ref(profile))  # fmt: skip
+                        name=profile_ref(profile), log_dir=log_dir)  # fmt: skip
     off = [k for k in TOKENIZER_BOUND if getattr(prof, k) is not None]
     out = {"profile": prof.model_id, "shape": source, "model_dir": str(model_dir),
            "off_in_rehearsal": off,
@@ -225,16 +231,18 @@ class Clients:
 
 def run_starts(
     prof: Profile, model_dir: Path, *, twice: bool, ready_timeout: float, clients: Clients,
-    name: str,
+    name: str, log_dir: Path | None = None,
 ) -> list[Start]:  # fmt: skip
     """One start (two with --twice: cold, then warm), each through the launcher; stops at the
-    first failure, which `clients.results["failure"]` then holds."""
+    first failure, which `clients.results["failure"]` then holds. The logs stay in `log_dir`
+    where one is given (what a start said, to read after: a cold start's silent minutes)."""
     from ..cache.record import record_quietly
     from ..deploy.compose import profile_yaml
 
     starts: list[Start] = []
     with tempfile.TemporaryDirectory(prefix="serve-rehearse-") as tmp:
-        workdir = Path(tmp)
+        workdir = log_dir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         for cold in (True, False)[: 2 if twice else 1]:
             port = free_port()
             path = workdir / "profile.yaml"

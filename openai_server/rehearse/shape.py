@@ -33,13 +33,21 @@ MODEL_TYPES = {
 QUANTIZED_AT_LOAD = {"fp8", "experts_int8"}
 
 
-def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
-    """(config.json mapping, where it came from) for the profile's model."""
+def own_config(profile: Profile) -> Path | None:
+    """The config.json the profile's model has on this host: in its local directory, or in the
+    Hugging Face cache for a hub id (at the profile's revision); None where it has none here."""
+    if profile.model.startswith(BUILTIN_MODEL_PREFIX):
+        return None
     local = Path(profile.model).expanduser()
     path = local / "config.json" if local.is_dir() else None
     if path is None:
         path = models.hf_cache_config(profile.model, profile.revision)
-    if path is not None and path.is_file():
+    return path if path is not None and path.is_file() else None
+
+
+def config_for(profile: Profile) -> tuple[dict[str, Any], str]:
+    """(config.json mapping, where it came from) for the profile's model."""
+    if (path := own_config(profile)) is not None:
         return json.loads(path.read_text()), str(path)
     fix = (f"fix: `hf download {profile.model} config.json` (a few KB), or point model at a "
            "directory with it")  # fmt: skip

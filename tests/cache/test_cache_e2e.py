@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from openai_server.cache import locations
+from openai_server import tiny
+from openai_server.cache import bundle, locations
 from tests.conftest import ROOT
 
 SERVE = [sys.executable, "-m", "openai_server"]
@@ -62,3 +63,27 @@ def test_a_bundle_packed_in_one_home_is_the_cache_a_start_in_another_uses(tmp_pa
     # the start loaded its graphs from the restored entries: it compiled (wrote) none of its own
     assert start["compiled"] is False, start
     assert inductor_entries(tmp_path / "two") == restored
+
+
+@pytest.mark.e2e
+def test_a_pack_loads_a_hub_model_by_its_name_where_its_config_is_cached(tmp_path: Path) -> None:
+    """vLLM keys its compile cache by the model's name and config (vllm/config/model.py
+    compute_hash), so the pack's start loads the profile's own model, with dummy weights, where
+    the Hugging Face cache has its config: the bundle then fits a deployment of that name. The
+    tiny model's config stands in for a hub model's, fetched by `hf download MODEL config.json`."""
+    hf, commit = tmp_path / "hf", "0123456789abcdef0123456789abcdef01234567"
+    repo = hf / "hub" / "models--serve-test--tiny"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    config = json.loads((tiny.ensure(None) / "config.json").read_text())
+    (repo / "snapshots" / commit / "config.json").write_text(json.dumps(config))
+    profile = tmp_path / "hub.yaml"
+    text = (ROOT / "profiles" / "tiny-cpu.yaml").read_text()
+    profile.write_text(text.replace("model: builtin:tiny-phi3", "model: serve-test/tiny"))
+    bundle_file = tmp_path / "hub.tar.gz"
+
+    packed = serve(["cache", "pack", "-p", str(profile), "-o", str(bundle_file)],
+                   {**home_env(tmp_path / "one"), "HF_HOME": str(hf)})  # fmt: skip
+    assert "compiled by a start" in packed and "note:" not in packed, packed
+    assert bundle.read_manifest(bundle_file).model_path == "serve-test/tiny"

@@ -197,8 +197,10 @@ def test_calibration_keeps_the_largest_overhead_per_key(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not vllm_installed(), reason="vLLM is not installed: run `make install`")
-def test_rehearse_tiny_cpu_end_to_end() -> None:
-    cmd = [*SERVE, "rehearse", "-p", "tiny-cpu", *EAGER[False], "--bench-prompts", "4", "--json"]
+def test_rehearse_tiny_cpu_end_to_end(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    cmd = [*SERVE, "rehearse", "-p", "tiny-cpu", *EAGER[False], "--bench-prompts", "4", "--json",
+           "--log-dir", str(logs)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = json.loads(done.stdout)
@@ -208,6 +210,7 @@ def test_rehearse_tiny_cpu_end_to_end() -> None:
     assert any("KV cache size" in line for line in start["vllm_memory_lines"])  # the evidence
     assert start["compiled"] is None  # run eager (EAGER): neither compiled nor from the cache
     assert out["smoke"].startswith("ok: tiny-phi3")
+    assert "KV cache size" in (logs / "launch-cold.log").read_text()  # kept: --log-dir
     for level in ("concurrency_1", "concurrency_8"):
         assert out["bench"][level]["completed"] > 0
         assert out["bench"][level]["output_tokens_per_s"] > 0
