@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import render
 from ..cache import bundle as bundle_file
 from ..cache import manifest as mf
+from ..cache import select
 from ..errors import RefusedError
 from ..profile import Profile
 
@@ -20,12 +22,14 @@ from ..profile import Profile
 TARGETS = ("compose", "k8s", "hf-space")
 
 
-def check(source: str, profile: Profile, target: str, image_vllm: str) -> None:
+def check(source: str, profile: Profile, target: str, image_vllm: str) -> str | None:
+    """Refuses a bundle the target cannot restore or no start of it would read; a note (to
+    show) where only part of it will be read."""
     if target not in TARGETS:
         raise RefusedError(f"deploy --cache-bundle: --target {target} has no step that restores "
                            f"it; fix: --target {', '.join(TARGETS)}")  # fmt: skip
     if bundle_file.is_url(source):
-        return  # read by the pod; `serve cache unpack --best-effort` checks it there
+        return None  # read by the pod; `serve cache unpack --best-effort` checks it there
     if target == "k8s":
         raise RefusedError(f"deploy --cache-bundle {source}: a pod cannot read a file of this "
                            "machine; fix: serve it over https (object storage, a presigned URL) "
@@ -48,6 +52,20 @@ def check(source: str, profile: Profile, target: str, image_vllm: str) -> None:
                            f"{manifest.hashed_settings.get(k)}, the profile has {k}={wanted.get(k)}"
                            f" ({len(differ)} compile setting(s) differ): vLLM would compile "
                            "anyway; fix: `serve cache pack` this profile")  # fmt: skip
+    return model_note(source, manifest, profile)
+
+
+def model_note(source: str, manifest: mf.Manifest, profile: Profile) -> str | None:
+    """vLLM keys its graphs by the model as named (vllm/config/model.py compute_hash): a bundle
+    whose start loaded another name (a rehearsal's generated copy) still brings the kernels,
+    which are most of a cold start on a GPU, but not the graphs. Said, not refused."""
+    loads = render.model_path(profile)
+    if not select.keyed_by_model_path(manifest.entries) or manifest.model_path in ("", loads):
+        return None
+    return (f"deploy --cache-bundle {source}: its start loaded {manifest.model_path}, this "
+            f"deployment loads {loads}: vLLM keys its graphs by the model's name, so they "
+            "compile again (the kernel caches in it still serve the start); fix: `serve cache "
+            f"pack` where {profile.model}'s config.json is")  # fmt: skip
 
 
 def _same_release(packed: str, image: str) -> bool:

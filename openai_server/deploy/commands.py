@@ -12,7 +12,7 @@ import typer
 
 from .. import loader
 from ..cache.bundle import is_url
-from ..cli_common import ProfileOpt, SetOpt, profile_ref
+from ..cli_common import ProfileOpt, SetOpt, err, profile_ref
 from ..errors import RefusedError
 from ..preflight import gpus
 from ..preflight.check import Target, run
@@ -168,8 +168,9 @@ def deploy(
     """The preflight (a rented target: the GPU chosen among its offers), then the files."""
     rented = target in RENTED
     refuse_node_count(prof, target)
-    if options.cache_bundle:
-        bundles.check(options.cache_bundle, prof, target, vllm_version)
+    if options.cache_bundle and (note := bundles.check(options.cache_bundle, prof, target,
+                                                       vllm_version)):  # fmt: skip
+        err(f"note: {note}")
     if target == "hf-space":
         hf_space.refuse_unrunnable(prof)
     hardware = None if gpu and not rented else gpus.Hardware((), "none")

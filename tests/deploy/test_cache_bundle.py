@@ -22,16 +22,22 @@ PROFILE = "model: org/m\ndtype: float16\nmax_model_len: 4096\n"
 URL = "https://bucket.example/serve/phi3.tar.gz"
 
 
-def a_bundle(tmp_path: Path, profile_text: str = PROFILE, vllm: str = "0.26.0") -> Path:
-    """A bundle as `serve cache pack` writes it, for the profile's compile settings."""
+def a_bundle(tmp_path: Path, profile_text: str = PROFILE, vllm: str = "0.26.0",
+             model_path: str = "") -> Path:  # fmt: skip
+    """A bundle as `serve cache pack` writes it, for the profile's compile settings; with a
+    `model_path`, holding a vLLM hash directory that start wrote."""
     root = tmp_path / "packed" / "vllm"
     (root / "modelinfos").mkdir(parents=True)
     (root / "modelinfos" / "phi3.json").write_text("{}")
-    roots = {"vllm": root}
     entries = {"vllm": ["modelinfos/phi3.json"]}
+    if model_path:
+        (root / "torch_compile_cache" / "ab12").mkdir(parents=True)
+        (root / "torch_compile_cache" / "ab12" / "graph").write_text("g")
+        entries["vllm"].append("torch_compile_cache/ab12")
+    roots = {"vllm": root}
     dump = loader.load_text(profile_text).profile.model_dump(mode="json")
     host = mf.Host(vllm, "2.11.0", mf.Device("gpu", "NVIDIA H200", "9.0"))
-    m = mf.build(host, "p", dump, entries, bundle.files_of(roots, entries), "now")
+    m = mf.build(host, "p", dump, entries, bundle.files_of(roots, entries), "now", model_path)
     bundle.write(tmp_path / "b.tar.gz", m, roots)
     return tmp_path / "b.tar.gz"
 
@@ -119,3 +125,23 @@ def test_a_bundle_that_would_never_be_used_is_refused_in_one_line(
     (line,) = [ln for ln in output.splitlines() if ln.strip()]
     assert says in line, line
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("packed_from", "noted"), [("/c/serve/rehearsal/m-1", True), ("org/m", False)]
+)
+def test_a_bundle_whose_start_named_the_model_otherwise_is_shipped_with_a_note(
+    tmp_path: Path, packed_from: str, noted: bool
+) -> None:
+    """vLLM's graphs are keyed by the model's name: a rehearsal copy's miss the deployment's
+    `org/m`, the kernels do not; shipped either way, said where only part will be read."""
+    code, output, out = deploy(tmp_path, "--cache-bundle",
+                               str(a_bundle(tmp_path, model_path=packed_from)))  # fmt: skip
+    assert code == 0, output
+    assert (out / "cache-bundle.tar.gz").is_file()
+    notes = [ln for ln in output.splitlines() if "note:" in ln]
+    if noted:
+        (line,) = notes
+        assert f"its start loaded {packed_from}, this deployment loads org/m" in line, line
+    else:
+        assert not notes, notes
