@@ -1,10 +1,10 @@
 """`serve cache pack | unpack | ls`: a cold start at warm speed, carried to another host.
 
-`pack` makes sure a start of the profile compiled on this host (a rehearsal start, dummy weights,
-through the real launcher, when this host has no record of one), then packs the cache entries that
-start used. `unpack` checks the bundle against this host and restores it where vLLM and its
-libraries look. `ls` says per profile what is cached here. No vLLM or torch import: versions come
-from package metadata, the GPU from NVML.
+`pack` makes sure a start of the profile compiled on this host (a start with dummy weights through
+the real launcher, loading the model by the profile's name where its config is here, when this host
+has no record of one), then packs the cache entries that start used. `unpack` checks the bundle
+against this host and restores it where vLLM and its libraries look. `ls` says per profile what is
+cached here. No vLLM or torch import: versions come from package metadata, the GPU from NVML.
 """
 
 from __future__ import annotations
