@@ -140,11 +140,12 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
           f"{time.monotonic() - packing:.1f} s; vLLM {host.vllm}, torch {host.torch}, "
           f"{host.device.line()}")  # fmt: skip
     if select.keyed_by_model_path(entries) and model_path != render.model_path(prof):
+        fetch = (f"put its config.json in {prof.model}" if prof.model.startswith(("/", ".", "~"))
+                 else f"`hf download {prof.model} config.json` here")  # fmt: skip
         print(f"note: this host has no config.json of {prof.model}, so the start loaded a "
               f"generated copy ({model_path}); vLLM keys its compile cache by the model's name "
               f"and config, so a deployment loading {prof.model} compiles its graphs again (the "
-              f"kernel caches still serve it): `hf download {prof.model} config.json` here "
-              "and pack again")  # fmt: skip
+              f"kernel caches still serve it): {fetch} and pack again")  # fmt: skip
 
 
 def serves_deployment(record: index.Record, prof: Profile) -> bool:

