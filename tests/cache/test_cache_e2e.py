@@ -18,13 +18,12 @@ SERVE = [sys.executable, "-m", "openai_server"]
 
 
 def home_env(home: Path) -> dict[str, str]:
-    """Every cache of the start inside `home`, serve's own too (where the rehearsal's model
-    directory is generated), as on a fresh host."""
-    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
-           "VLLM_CACHE_ROOT": str(home / ".cache" / "vllm"),
-           "TORCHINDUCTOR_CACHE_DIR": str(home / "inductor"),
-           "TRITON_CACHE_DIR": str(home / ".triton" / "cache")}  # fmt: skip
-    env.pop("SERVE_CACHE_DIR", None)
+    """A fresh host's user: only HOME says where the caches are, so every cache of the start
+    (vLLM's, Inductor's under serve's default, serve's own with the generated models) is in it."""
+    env = {**os.environ, "HOME": str(home)}
+    for var in ("XDG_CACHE_HOME", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",
+                "TRITON_HOME", "SERVE_CACHE_DIR"):  # fmt: skip
+        env.pop(var, None)
     return env
 
 
@@ -36,7 +35,7 @@ def serve(args: list[str], env: dict[str, str]) -> str:
 
 
 def inductor_entries(home: Path) -> set[str]:
-    root = home / "inductor"
+    root = locations.root("inductor", {"HOME": str(home)})
     return {e for p in root.rglob("*") if p.is_file()
             if (e := locations.entry_of("inductor", p.relative_to(root).as_posix()))}  # fmt: skip
 

@@ -109,7 +109,7 @@ def test_each_root_honours_its_variable_and_its_default(tmp_path: Path) -> None:
     assert locations.root("vllm", {**home, "VLLM_CACHE_ROOT": "/v"}) == Path("/v")
     assert locations.root("triton", home) == tmp_path / ".triton" / "cache"
     assert locations.root("triton", {**home, "TRITON_CACHE_DIR": "/t"}) == Path("/t")
-    assert locations.root("inductor", home).name == "torchinductor_u"
+    assert locations.root("inductor", home) == tmp_path / ".cache" / "torchinductor"
     assert locations.root("inductor", {**home, "TORCHINDUCTOR_CACHE_DIR": "/i"}) == Path("/i")
     assert locations.root("flashinfer", home) == tmp_path / ".cache" / "flashinfer"
     assert locations.root("nv", home) == tmp_path / ".nv" / "ComputeCache"
