@@ -26,6 +26,7 @@ from .cli_common import ProfileOpt, SetOpt, profile_ref
 from .errors import RefusedError, StartFailed
 from .launch.options import Timing
 from .profile import Profile
+from .profile_values import names_a_path
 
 MiB = 1024**2
 
@@ -140,7 +141,7 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
           f"{time.monotonic() - packing:.1f} s; vLLM {host.vllm}, torch {host.torch}, "
           f"{host.device.line()}")  # fmt: skip
     if select.keyed_by_model_path(entries) and model_path != render.model_path(prof):
-        fetch = (f"put its config.json in {prof.model}" if prof.model.startswith(("/", ".", "~"))
+        fetch = (f"put its config.json in {prof.model}" if names_a_path(prof.model)
                  else f"`hf download {prof.model} config.json` here")  # fmt: skip
         print(f"note: this host has no config.json of {prof.model}, so the start loaded a "
               f"generated copy ({model_path}); vLLM keys its compile cache by the model's name "

@@ -19,6 +19,13 @@ BUILTIN_MODELS = frozenset({"tiny-phi3"})
 BUILTIN_ADAPTERS = frozenset({"tiny-phi3-lora"})
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+
+def names_a_path(ref: str) -> bool:
+    """Whether a model or adapter reference is written as a filesystem path, not a Hugging Face
+    repo id (which a bare name such as "gpt2" is too)."""
+    return ref.startswith(("/", ".", "~"))
+
+
 # ---------------------------------------------------------------- strings that reach vLLM
 #
 # Every string of a profile ends up in vLLM's argv or environment (or in `serve`'s one-line

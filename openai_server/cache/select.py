@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..profile_values import names_a_path
 from .locations import PARTS, entry_of
 
 # vLLM's lines naming its compile cache (vllm/compilation/backends.py for the piecewise cache,
@@ -86,7 +87,7 @@ def keyed_by_model_path(entries: dict[str, list[str]]) -> bool:
 def model_absent(model_path: str | None) -> bool:
     """Whether the packed start loaded its model from a local path this host lacks; a hub id
     names the same model everywhere."""
-    if not model_path or not model_path.startswith(("/", ".", "~")):
+    if not model_path or not names_a_path(model_path):
         return False
     return not Path(model_path).expanduser().exists()
 

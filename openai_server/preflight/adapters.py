@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..profile import BUILTIN_MODEL_PREFIX
+from ..profile_values import names_a_path
 
 # A layer's module inside a weight name: `model.layers.0.self_attn.qkv_proj.weight` ->
 # `self_attn.qkv_proj`; PEFT prefixes `base_model.model.` and suffixes `.lora_A.weight`.
@@ -97,7 +98,7 @@ def read(name: str, source: str, *, builtin_dir: Path | None = None) -> Adapter:
         local = Path(source).expanduser()
         if local.is_dir():
             directory = local
-        elif source.startswith(("/", ".", "~")) or local.exists():
+        elif names_a_path(source) or local.exists():
             return Adapter(name, source, problem="no such directory")
         else:
             cached = _cached(source, "adapter_config.json")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..profile_values import names_a_path
+
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 # safetensors' own reader refuses headers over 100 MB (MAX_HEADER_SIZE): a bigger length is a
@@ -218,7 +220,7 @@ def from_hf_cache(
     None unless every file vLLM would load is there: a shard still downloading (huggingface_hub
     links it into snapshots/ only once complete) means vLLM fetches it, and the count is not exact.
     """
-    if model.startswith(("/", ".", "~")):
+    if names_a_path(model):
         return None
     # As models.hf_cache_config: only the constants until the repo folder is known to exist, so a
     # model that was never fetched costs `serve check` no HTTP client import.
@@ -258,7 +260,7 @@ def from_hub(
     """
     from huggingface_hub import constants
 
-    if model.startswith(("/", ".", "~")) or constants.HF_HUB_OFFLINE:
+    if names_a_path(model) or constants.HF_HUB_OFFLINE:
         return None
     import inspect
 
@@ -316,7 +318,7 @@ def find(
     Raises Unreadable where a source holds the checkpoint but cannot be read.
     """
     local = Path(model).expanduser()
-    if model.startswith(("/", ".", "~")) or local.is_dir():
+    if names_a_path(model) or local.is_dir():
         return from_directory(local, num_hidden_layers) if local.is_dir() else None
     counted = from_hf_cache(model, revision, num_hidden_layers, cache_dir)
     if counted is None and network:

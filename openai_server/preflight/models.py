@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import tiny
 from ..profile import BUILTIN_MODEL_PREFIX
+from ..profile_values import names_a_path
 from . import architecture, table
 from .architecture import Mla, Moe, Params
 from .quantization import Quant
@@ -248,7 +249,7 @@ def hf_cache_config(
     refs/main names (what vLLM loads). `cache_dir` is the hub cache (HF_HUB_CACHE's meaning);
     default: huggingface_hub's own, from HF_HUB_CACHE / HF_HOME / XDG_CACHE_HOME.
     """
-    if model.startswith(("/", ".", "~")):  # a path, not a repo id ("gpt2" is one, too)
+    if names_a_path(model):
         return None
     # Only huggingface_hub.constants here (3 ms in `serve check`): try_to_load_from_cache's module
     # brings in huggingface_hub's HTTP client (+0.15 s on top of what `serve check` has loaded),

@@ -29,6 +29,7 @@ from ..preflight.check import Target, gather
 from ..preflight.gpus import GiB
 from ..preflight.rules import Facts, Report, evaluate
 from ..profile import Profile
+from ..profile_values import names_a_path
 from . import shape
 from .budget import Budget, held_to
 from .run import RehearsalFailed, Start, free_port, one_start
@@ -56,7 +57,7 @@ def served_name(profile: Profile) -> str:
     """The id the rehearsal serves: the profile's, or a local directory's name (a path is not a
     model id vLLM's served_model_name takes)."""
     served = profile.model_id
-    if served.startswith(("/", ".", "~")):
+    if names_a_path(served):
         served = Path(served).expanduser().resolve().name
     return served
 
