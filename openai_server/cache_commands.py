@@ -140,7 +140,7 @@ def pack(profile: str | None, sets: list[str], output: Path, ready_timeout: floa
           f"-> {output} ({output.stat().st_size / MiB:.1f} MiB) in "
           f"{time.monotonic() - packing:.1f} s; vLLM {host.vllm}, torch {host.torch}, "
           f"{host.device.line()}")  # fmt: skip
-    if select.keyed_by_model_path(entries) and model_path != render.model_path(prof):
+    if select.graphs_missed(entries, model_path, render.model_path(prof)):
         fetch = (f"put its config.json in {prof.model}" if names_a_path(prof.model)
                  else f"`hf download {prof.model} config.json` here")  # fmt: skip
         print(f"note: this host has no config.json of {prof.model}, so the start loaded a "
@@ -155,8 +155,7 @@ def serves_deployment(record: index.Record, prof: Profile) -> bool:
     only, or this host has no config of the model (the pack's start would load a copy too)."""
     from .rehearse import shape
 
-    return (record.model_path == render.model_path(prof)
-            or not select.keyed_by_model_path(record.entries)
+    return (not select.graphs_missed(record.entries, record.model_path, render.model_path(prof))
             or shape.own_config(prof) is None)  # fmt: skip
 
 

@@ -84,6 +84,13 @@ def keyed_by_model_path(entries: dict[str, list[str]]) -> bool:
     return any(e.startswith("torch_compile_cache/") for e in entries.get("vllm", []))
 
 
+def graphs_missed(entries: dict[str, list[str]], packed_model: str, loads: str) -> bool:
+    """Whether a start that loads `loads` misses these entries' vLLM graphs: they are keyed by the
+    model's name (`keyed_by_model_path`) and the packing start loaded another one (a rehearsal's
+    generated copy). The kernel caches, keyed by content, serve it all the same."""
+    return keyed_by_model_path(entries) and packed_model != loads
+
+
 def model_absent(model_path: str | None) -> bool:
     """Whether the packed start loaded its model from a local path this host lacks; a hub id
     names the same model everywhere."""

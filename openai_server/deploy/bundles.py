@@ -60,7 +60,8 @@ def model_note(source: str, manifest: mf.Manifest, profile: Profile) -> str | No
     whose start loaded another name (a rehearsal's generated copy) still brings the kernels,
     which are most of a cold start on a GPU, but not the graphs. Said, not refused."""
     loads = render.model_path(profile)
-    if not select.keyed_by_model_path(manifest.entries) or manifest.model_path in ("", loads):
+    missed = select.graphs_missed(manifest.entries, manifest.model_path, loads)
+    if not manifest.model_path or not missed:  # an old bundle names no model: nothing to say
         return None
     return (f"deploy --cache-bundle {source}: its start loaded {manifest.model_path}, this "
             f"deployment loads {loads}: vLLM keys its graphs by the model's name, so they "
