@@ -12,6 +12,7 @@ import pytest
 
 from openai_server import tiny
 from openai_server.cache import bundle, locations
+from tests.cache.test_pack_start import cached_hub_model
 from tests.conftest import ROOT
 
 SERVE = [sys.executable, "-m", "openai_server"]
@@ -70,13 +71,9 @@ def test_a_pack_loads_a_hub_model_by_its_name_where_its_config_is_cached(tmp_pat
     compute_hash), so the pack's start loads the profile's own model, with dummy weights, where
     the Hugging Face cache has its config: the bundle then fits a deployment of that name. The
     tiny model's config stands in for a hub model's, fetched by `hf download MODEL config.json`."""
-    hf, commit = tmp_path / "hf", "0123456789abcdef0123456789abcdef01234567"
-    repo = hf / "hub" / "models--serve-test--tiny"
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    hf = tmp_path / "hf"
     config = json.loads((tiny.ensure(None) / "config.json").read_text())
-    (repo / "snapshots" / commit / "config.json").write_text(json.dumps(config))
+    cached_hub_model(hf / "hub", "serve-test/tiny", config)
     profile = tmp_path / "hub.yaml"
     text = (ROOT / "profiles" / "tiny-cpu.yaml").read_text()
     profile.write_text(text.replace("model: builtin:tiny-phi3", "model: serve-test/tiny"))

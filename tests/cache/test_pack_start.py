@@ -14,6 +14,7 @@ from openai_server import loader, tiny
 from openai_server.cache import index, select
 from openai_server.cache_commands import serves_deployment, start_profile
 from openai_server.profile import Profile
+from tests.preflight.test_models import snapshot
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 VLLM_ENTRIES = {"vllm": ["torch_compile_cache/abc"]}  # keyed by the model path
@@ -29,6 +30,15 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def tiny_config() -> str:
     return (tiny.ensure(None) / "config.json").read_text()
+
+
+def cached_hub_model(hub: Path, model: str, config: dict[str, object]) -> None:
+    """`model`'s config.json in a Hugging Face hub cache, as `hf download MODEL config.json`
+    leaves it (tests/preflight/test_models.py lays snapshots out as huggingface_hub does)."""
+    repo = hub / ("models--" + model.replace("/", "--"))
+    snapshot(repo, COMMIT, config)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
 
 
 def profile(model: str, extra: str = "") -> Profile:
@@ -47,11 +57,7 @@ def test_a_local_model_directory_is_loaded_by_its_own_path(tmp_path: Path) -> No
 
 
 def test_a_hub_model_with_its_config_cached_is_loaded_by_its_name_offline(tmp_path: Path) -> None:
-    repo = tmp_path / "hub" / "models--org--m"
-    (repo / "snapshots" / COMMIT).mkdir(parents=True)
-    (repo / "snapshots" / COMMIT / "config.json").write_text(tiny_config())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
+    cached_hub_model(tmp_path / "hub", "org/m", json.loads(tiny_config()))
     run, loaded = start_profile(profile("org/m", "env:\n  A: b\n"), 8123)
     assert loaded == run.model == "org/m" and run.load_format == "dummy"
     assert run.env == {"A": "b", "HF_HUB_OFFLINE": "1"}  # the cached config, no network
