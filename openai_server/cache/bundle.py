@@ -8,6 +8,7 @@ crafted member fails before a cache is touched, and the staging directories are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -105,16 +106,30 @@ def read_manifest(path: Path) -> mf.Manifest:
 
 @contextmanager
 def staging(roots: dict[str, Path], parts: list[str]) -> Iterator[dict[str, Path]]:
-    """A fresh directory inside each part's root; removed on the way out, whatever happened."""
+    """A fresh directory inside each part's root; removed on the way out, whatever happened. A
+    restore that fails also takes away the folders it made to hold them (a fresh host's
+    ~/.cache/vllm ...): it leaves the caches as it found them."""
     made: dict[str, Path] = {}
+    created: list[Path] = []  # folders that did not exist, outermost first
     try:
         for part in parts:
+            missing = [d for d in (roots[part], *roots[part].parents) if not d.exists()]
+            created.extend(reversed(missing))
             roots[part].mkdir(parents=True, exist_ok=True)
             made[part] = Path(tempfile.mkdtemp(prefix=".serve-unpack-", dir=roots[part]))
         yield made
-    finally:
-        for path in made.values():
-            shutil.rmtree(path, ignore_errors=True)
+    except BaseException:
+        _remove_stage(made)
+        for folder in reversed(created):  # innermost first; one something else wrote to stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    _remove_stage(made)
+
+
+def _remove_stage(made: dict[str, Path]) -> None:
+    for path in made.values():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _extract(path: Path, stage: dict[str, Path]) -> None:

@@ -88,6 +88,7 @@ def test_a_truncated_bundle_is_refused_and_writes_nothing(tmp_path: Path) -> Non
     with pytest.raises(bundle.BundleRefused, match=r"corrupt or truncated|missing"):
         bundle.restore(cut, bundle.read_manifest(cut), r2)
     assert listing(r2["vllm"]) == []
+    assert not (tmp_path / "two").exists()  # nor the folders it made to restore into
 
 
 def test_a_file_that_is_no_archive_is_refused_in_one_line(tmp_path: Path) -> None:
