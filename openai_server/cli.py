@@ -200,24 +200,25 @@ def profiles_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="with --for-this-host: as JSON")] = False,
 ) -> None:
     """List the built-in profiles (or judge each against this host's GPUs)."""
-    from . import loader
-
     if for_this_host or gpu:
         from .preflight.commands import print_host_fits, profiles_for_host
 
         print_host_fits(profiles_for_host(gpu), as_json)
         return
-    for name in loader.builtin_names():
-        resolved = loader.load(name, environ={})
-        print(f"{name:<14} {resolved.profile.description}")
+    from .profile_files import profiles_text
+
+    print(profiles_text(), end="")
 
 
 def schema_cmd() -> None:
     """Print the profile JSON Schema (committed as profiles/schema.json)."""
-    print(profile_schema_json(), end="")
+    from .catalog import schema_text
+
+    print(schema_text(), end="")
 
 
 def profile_schema_json() -> str:
+    """The schema as the Profile model generates it (`serve schema` prints the committed copy)."""
     from .profile import Profile
 
     schema = Profile.model_json_schema()

@@ -2,10 +2,11 @@
 
 These configure serve, not the server: where caches live, which profile and endpoint to use by
 default. The README's "Environment" table lists them. Profile keys set from the environment
-(`SERVE_<KEY>`, e.g. `SERVE_MAX_NUM_SEQS`) are not here: they are a layer of the profile, loaded by
-`loader.env_layer` with the profile's strictness (see its docstring for why that layer is not a
-pydantic-settings source). The SERVE_* names below are reserved there (`loader.NON_PROFILE_ENV`,
-checked against this class by a test): `SERVE_CACHE_DIR` is a setting, never a profile key.
+(`SERVE_<KEY>`, e.g. `SERVE_MAX_NUM_SEQS`) are not here: they are a layer of the profile, read by
+`profile_files.env_layer` with the profile's strictness (loader.py's docstring says why that layer
+is not a pydantic-settings source). The SERVE_* names below are reserved there
+(`profile_files.NON_PROFILE_ENV`, checked against this class by a test): `SERVE_CACHE_DIR` is a
+setting, never a profile key.
 
 pydantic-settings costs about 0.1 s to import: import this module inside the functions that need
 it, so the fast commands that do not (`render` of a hub model, `validate`, `schema`) stay fast.

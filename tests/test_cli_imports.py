@@ -1,6 +1,7 @@
 """An import budget by module list, not a timer: each fast command imports only what it runs.
 
-`serve probe` runs in every container every 10-15 s (health checks): the standard library only.
+`serve probe` runs in every container every 10-15 s (health checks): the standard library only;
+`serve schema` and `serve profiles` print constants of the installation: no typer, no pydantic.
 `render`, `validate`, `schema`, `profiles` and `--help` import none of the modules of the commands
 they do not run (preflight's checks and tables, the deploy renderers, rehearse, the clients, the
 supervisor, the custom server). benchmarks/cli_start.py measures the time these lists stand for."""
@@ -62,6 +63,16 @@ def test_fast_commands_import_no_other_command(args: list[str]) -> None:
 )
 def test_probe_imports_the_standard_library_only(args: list[str]) -> None:
     heavy = sorted({m for m in imported(*args) if HEAVY.match(m)})
+    assert heavy == [], f"`serve {' '.join(args)}` imports {heavy}"
+
+
+@pytest.mark.parametrize(("args", "allowed"), [(["schema"], set()), (["profiles"], {"yaml"})])
+def test_schema_and_profiles_import_neither_typer_nor_pydantic(
+    args: list[str], allowed: set[str]
+) -> None:
+    heavy = sorted(
+        {m for m in imported(*args) if HEAVY.match(m) and m.split(".")[0] not in allowed}
+    )
     assert heavy == [], f"`serve {' '.join(args)}` imports {heavy}"
 
 

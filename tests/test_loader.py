@@ -154,3 +154,14 @@ def test_unknown_builtin_profile_suggests_names() -> None:
 def test_every_builtin_profile_loads() -> None:
     for name in loader.builtin_names():
         assert loader.load(name, environ={}).profile.description
+
+
+def test_a_profiles_listed_description_is_its_own_never_its_parents(tmp_path: Path) -> None:
+    from openai_server.profile_files import description
+
+    (tmp_path / "parent.yaml").write_text("description: the parent\nmodel: m\n")
+    (tmp_path / "quiet.yaml").write_text("extends: ./parent.yaml\n")
+    (tmp_path / "own.yaml").write_text("extends: ./parent.yaml\ndescription: mine\n")
+    assert description(tmp_path / "quiet.yaml") == ""
+    assert description(tmp_path / "own.yaml") == "mine"
+    assert loader.load(str(tmp_path / "quiet.yaml"), environ={}).profile.description == ""

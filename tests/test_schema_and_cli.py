@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -70,6 +72,29 @@ def test_profiles_lists_builtins_with_descriptions() -> None:
     assert result.exit_code == 0
     assert re.search(r"^tiny-cpu\s+\S", result.stdout, re.M)
     assert re.search(r"^phi3-t4\s+\S", result.stdout, re.M)
+
+
+def test_profiles_and_schema_without_options_print_what_the_commands_print() -> None:
+    # main.py answers these two before the CLI is imported; the text must be the commands' own
+    from openai_server import loader
+
+    for args in (["profiles"], ["schema"]):
+        fast = subprocess.run(
+            [sys.executable, "-m", "openai_server", *args],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        typed = runner.invoke(app, args)
+        assert fast.returncode == 0 == typed.exit_code, fast.stderr
+        assert fast.stdout == typed.stdout and fast.stderr == "", args
+    assert fast.stdout == profile_schema_json()
+    # the listing reads descriptions without validating: each is the validated profile's own
+    listed = dict(line.split(maxsplit=1) for line in typed_profiles().splitlines())
+    for name in loader.builtin_names():
+        assert listed[name] == loader.load(name, environ={}).profile.description, name
+
+
+def typed_profiles() -> str:
+    return runner.invoke(app, ["profiles"]).stdout
 
 
 def test_probe_against_nothing_is_not_ready() -> None:

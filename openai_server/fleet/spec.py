@@ -24,7 +24,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ProfileError
-from ..loader import Resolved, find_profile, load, parse_yaml, read_profile
+from ..loader import Resolved, load
+from ..profile_files import find_profile, parse_yaml, read_profile
 from ..profile_values import ServedName
 
 ENGINE_HOST = "127.0.0.1"
