@@ -13,7 +13,9 @@ Each figure is a whole process (interpreter start included), as a health check o
   builds a pydantic TypeAdapter for every option of the command it runs. So `render`, `validate`
   and `--help` are also put against the smallest CLI on the same libraries, as used: a typer app
   of two commands that validates one pydantic model of one YAML value (MIN_CLI), and MIN_CLI
-  itself against the imports: the floor of any command typer runs that validates a profile.
+  itself against the imports: the floor of any command typer runs that validates a profile; and
+  the profile model's import alone (PyYAML, pydantic, the model built; no CLI): the floor of any
+  command that validates a profile with it.
   `schema` and `profiles` without options run before typer is imported (main.py).
 Ratios are per pair (A then B, alternated, so that a drift of the machine's speed hits both) and
 quoted as the median pair and the ratio of the two best runs. Exit 1 when a goal is missed.
@@ -125,8 +127,11 @@ def main() -> int:
         ("serve validate profiles/phi3-t4.yaml", [*SERVE, "validate", "profiles/phi3-t4.yaml"],
          used, "a typer CLI, as used", 0.0),
         ("serve --help", [*SERVE, "--help"], used, "a typer CLI, as used", 0.0),
-        # the floor of any command that typer runs and that validates a pydantic model
+        # the floors: any command typer runs that validates a pydantic model; the profile model
+        # itself, imported with PyYAML and no CLI at all
         ("(a typer CLI, as used)", used, base_cli, "typer+pydantic+yaml", 0.0),
+        ("(import yaml, openai_server.profile)", [PY, "-c", "import yaml, openai_server.profile"],
+         base_cli, "typer+pydantic+yaml", 0.0),
     ]  # fmt: skip
     # an installed serve has its bytecode compiled (pip does it); with PYTHONDONTWRITEBYTECODE set
     # (this machine's shells set it) a module without a .pyc would be compiled at every start
