@@ -92,11 +92,22 @@ GRAPH_PER_GRAPH_BYTES = 4 * MiB
 # DeepSeek V3 is not among them). Dense models: see v1_runner.
 V2_RUNNER_MOE_ARCHITECTURES = {"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM",
                                "GraniteMoeForCausalLM"}  # fmt: skip
-# Measured on an H200 with vLLM 0.26.0 (2026-12-02, dummy weights, utilization 0.90, 8192
-# batched tokens, 1024 sequences), vLLM's "Actual usage is ... GiB for peak activation":
-# Qwen3-30B-A3B 2.68 GiB (1024 x 151,936 logits: 18.5 bytes each), gpt-oss-20b 2.87 GiB
-# (1024 x 201,088: 15.0 bytes each); the larger is kept.
-SAMPLER_BYTES_PER_LOGIT = 18.5
+# The V1 runner's sampler pass over max_num_seqs rows of fp32 logits (top-k and top-p: sorted
+# values, int64 indices, probabilities), per logit. Measured on an H200 with vLLM 0.26.0 (dummy
+# weights, 1024 sequences), vLLM's "Actual usage is ... GiB for peak activation": gpt-oss-20b
+# 2.87 GiB with 8192 batched tokens (2026-12-02) and 2.84 GiB with 2048 (2026-12-03): the peak
+# does not follow the batched tokens, 14.8-15.0 bytes per logit of 1024 x 201,088; Qwen3-30B-A3B
+# 2.68 GiB with 8192: its fused-MoE workspaces, which stay allocated after the forward (0.53 GiB),
+# and 14.8 bytes per logit of 1024 x 151,936. The larger is kept.
+SAMPLER_BYTES_PER_LOGIT = 15.0
+# A mixture-of-experts forward's peak, beyond the fused-MoE workspaces: hidden-sized tensors per
+# token (input, residual, the experts' output, the shared experts' output) and the logits of
+# max_num_seqs rows in fp32. DeepSeek-V2-Lite (V2 runner, H200, vLLM 0.26.0) peaked at 1.09 GiB
+# with 8192 batched tokens and 1.66 GiB with 16384: 73.0 KiB more per token, its workspaces'
+# 61.0 KiB and 3 hidden-sized bf16 tensors; 4 are counted (1.10 and 1.71 GiB predicted). The
+# dense fit's MLP term counted the routed experts' width a second time (2.33 GiB at 16384).
+MOE_HIDDEN_PER_TOKEN = 4
+LOGIT_BYTES = 4
 MOE_GRAPH_PER_GRAPH_LAYER_BYTES = int(0.15 * MiB)
 
 
@@ -229,26 +240,36 @@ def activation_bytes(shape: Shape, s: Settings) -> int:
     """Transient peak of vLLM's profiling pass (fitted): a forward pass over
     max_num_batched_tokens tokens, then a sampler pass over max_num_seqs rows of logits.
 
-    The forward's peak grows with the MLP width a token passes through: a mixture-of-experts
-    layer sends it through `active` experts and the shared ones. The V1 model runner's sampler
-    pass (top-k and top-p over max_num_seqs x vocab fp32 logits: sorted values, int64 indices,
-    probabilities) is the larger peak for MoE models with large vocabularies; the V2 runner's
-    (Llama, Qwen2: the LM-head floor) is not.
+    A dense forward's peak grows with the MLP width (the fit above). A mixture-of-experts one
+    with the fused-MoE kernel's workspaces and a few hidden-sized tensors per token: the experts'
+    MLP runs inside those workspaces. The V1 model runner's sampler pass (top-k and top-p over
+    max_num_seqs x vocab fp32 logits) is the larger peak for MoE models with large vocabularies,
+    with the workspaces still allocated; the V2 runner's (Llama, Qwen2: the LM-head floor) is not.
     """
     tokens = s.max_num_batched_tokens
     tp = s.tensor_parallel_size
-    if shape.moe is not None:
-        m = shape.moe
-        inter = (m.active * m.intermediate + m.shared_intermediate) / tp
+    lm_head = shape.vocab * shape.hidden * s.dtype_bytes / tp + LM_HEAD_EXTRA_BYTES
+    workspaces = moe_workspace_bytes(shape, s)
+    if shape.moe is None:
+        per_token = (ACT_PER_TOKEN_INTERMEDIATE * shape.intermediate / tp
+                     + ACT_PER_TOKEN_HIDDEN * shape.hidden)  # fmt: skip
+        forward = ACT_BASE_BYTES + tokens * per_token * 2
     else:
-        inter = shape.intermediate / tp
-    per_token = ACT_PER_TOKEN_INTERMEDIATE * inter + ACT_PER_TOKEN_HIDDEN * shape.hidden
-    lm_head = shape.vocab * shape.hidden * s.dtype_bytes / tp
-    forward = max(ACT_BASE_BYTES + tokens * per_token * 2 + moe_workspace_bytes(shape, s),
-                  lm_head + LM_HEAD_EXTRA_BYTES)  # fmt: skip
+        hidden = tokens * MOE_HIDDEN_PER_TOKEN * shape.hidden * s.dtype_bytes
+        logits = s.max_num_seqs * shape.vocab * LOGIT_BYTES
+        forward = ACT_BASE_BYTES + workspaces + hidden + logits
+    forward = max(forward, lm_head)
     if not v1_runner(shape):
         return int(forward)
-    return int(max(forward, SAMPLER_BYTES_PER_LOGIT * s.max_num_seqs * shape.vocab))
+    held = workspaces if moe_workspaces_held(shape) else 0
+    return int(max(forward, held + SAMPLER_BYTES_PER_LOGIT * s.max_num_seqs * shape.vocab))
+
+
+def moe_workspaces_held(shape: Shape) -> bool:
+    """Whether the fused-MoE workspaces are still allocated at the sampler pass: Triton's
+    (bf16, fp8) are cached for the next forward; gpt-oss's MXFP4 experts run in other kernels,
+    whose peak did not follow the batched tokens (2.87 GiB at 8192, 2.84 at 2048)."""
+    return shape.moe is not None and not (shape.quant is not None and shape.quant.method == "mxfp4")
 
 
 def moe_workspace_bytes(shape: Shape, s: Settings) -> int:

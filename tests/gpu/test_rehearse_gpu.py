@@ -154,6 +154,15 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                                  "max_num_batched_tokens": 16384}),
     "gemma3-swa-b2048": ("gemma-3-12b", {"gpu_memory_utilization": 0.50, "max_model_len": 8192,
                                          "max_num_batched_tokens": 2048}),
+    # held back from the refit of the MoE forward and the sampler (2026-12-03): a large forward
+    # on the V1 runner, a small one on the V2 runner
+    "qwen3-moe-b16384": ("qwen3-30b-a3b", {"gpu_memory_utilization": 0.85,
+                                           "max_model_len": 16384,
+                                           "max_num_batched_tokens": 16384, "max_num_seqs": 256}),
+    "deepseek-mla-b4096": ("deepseek-v2-lite", {"gpu_memory_utilization": 0.80,
+                                                "max_model_len": 8192,
+                                                "max_num_batched_tokens": 4096,
+                                                "max_num_seqs": 256}),
 }  # fmt: skip
 
 

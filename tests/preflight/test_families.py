@@ -135,6 +135,14 @@ MEASURED = {
     "gemma3-swa-u090": ("gemma-3-12b", settings(0.90, 32768), 22.62, 100.98, 452_218, 13.80),
     "gemma3-swa-b2048": ("gemma-3-12b", settings(0.50, 8192, batched=2048), 22.62, 45.15,
                          178_912, 21.84),
+    # 2026-12-03 (benchmarks/results/h200-families-2026-12-03/), held back from the fit above;
+    # the two last ran 1.48% and 1.45% below vLLM before the sampler and MoE peaks were refitted
+    "qwen3-moe-b2048": ("qwen3-30b-a3b", settings(0.80, 8192, batched=2048, seqs=128), 56.88,
+                        53.82, 587_904, 71.77),
+    "gpt-oss-mxfp4-b2048": ("gpt-oss-20b", settings(0.60, 131072, batched=2048), 13.03, 67.2,
+                            2_844_093, 21.70),
+    "deepseek-mla-b16384": ("deepseek-v2-lite", settings(0.70, 16384, batched=16384), 29.34,
+                            66.64, 2_300_352, 140.40),
 }  # fmt: skip
 
 
@@ -157,8 +165,10 @@ def test_kv_layout_turns_vllms_own_kv_memory_into_its_own_token_count(case):
     lay = memory.kvcache.layout(memory.kv_layers(shape(name), s))
     cap = memory.kvcache.capacity(lay, int(kv_gib * GiB), s.max_model_len,
                                   memory.in_flight_tokens(s))  # fmt: skip
-    assert cap.tokens == pytest.approx(tokens, rel=2e-4)  # vLLM rounds the GiB it prints
-    assert cap.max_concurrency == pytest.approx(concurrency, abs=0.01)
+    # vLLM rounds the GiB it prints (to 0.01 GiB: 1.5e-4 of a 66 GiB cache), and so the tokens
+    # and the concurrency computed from it here
+    assert cap.tokens == pytest.approx(tokens, rel=2e-4)
+    assert cap.max_concurrency == pytest.approx(concurrency, rel=2e-4, abs=0.01)
 
 
 def test_gemma3_rope_caches_are_half_a_gib_of_its_weights():
