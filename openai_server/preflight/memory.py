@@ -104,8 +104,10 @@ SAMPLER_BYTES_PER_LOGIT = 15.0
 # token (input, residual, the experts' output, the shared experts' output) and the logits of
 # max_num_seqs rows in fp32. DeepSeek-V2-Lite (V2 runner, H200, vLLM 0.26.0) peaked at 1.09 GiB
 # with 8192 batched tokens and 1.66 GiB with 16384: 73.0 KiB more per token, its workspaces'
-# 61.0 KiB and 3 hidden-sized bf16 tensors; 4 are counted (1.10 and 1.71 GiB predicted). The
-# dense fit's MLP term counted the routed experts' width a second time (2.33 GiB at 16384).
+# 61.0 KiB and 3 hidden-sized bf16 tensors; 4 are counted. With 4096 tokens and 256 sequences
+# (held back, 2026-12-03) 0.81 GiB: the rest is constant, about its LM head's size (0.39 GiB),
+# not the logits of max_num_seqs rows (predicted 0.86, 1.16 and 1.77 GiB). The dense fit's MLP
+# term counted the routed experts' width a second time (2.33 GiB at 16384).
 MOE_HIDDEN_PER_TOKEN = 4
 LOGIT_BYTES = 4
 MOE_GRAPH_PER_GRAPH_LAYER_BYTES = int(0.15 * MiB)
@@ -256,7 +258,9 @@ def activation_bytes(shape: Shape, s: Settings) -> int:
         forward = ACT_BASE_BYTES + tokens * per_token * 2
     else:
         hidden = tokens * MOE_HIDDEN_PER_TOKEN * shape.hidden * s.dtype_bytes
-        logits = s.max_num_seqs * shape.vocab * LOGIT_BYTES
+        # the V2 runner's peak holds an LM-head-sized transient whatever max_num_seqs is
+        # (DeepSeek-V2-Lite: 0.4 GiB at 256 and at 1024 sequences); the V1 runner's the logits
+        logits = lm_head if not v1_runner(shape) else s.max_num_seqs * shape.vocab * LOGIT_BYTES
         forward = ACT_BASE_BYTES + workspaces + hidden + logits
     forward = max(forward, lm_head)
     if not v1_runner(shape):
