@@ -101,8 +101,9 @@ V2_RUNNER_MOE_ARCHITECTURES = {"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM",
 # and 14.8 bytes per logit of 1024 x 151,936. The larger is kept.
 SAMPLER_BYTES_PER_LOGIT = 15.0
 # A mixture-of-experts forward's peak, beyond the fused-MoE workspaces: hidden-sized tensors per
-# token (input, residual, the experts' output, the shared experts' output) and the logits of
-# max_num_seqs rows in fp32. DeepSeek-V2-Lite (V2 runner, H200, vLLM 0.26.0) peaked at 1.09 GiB
+# token (input, residual, the experts' output, the shared experts' output) and a constant: on the
+# V1 runner the logits of max_num_seqs rows in fp32, on the V2 runner the LM head's size.
+# DeepSeek-V2-Lite (V2 runner, H200, vLLM 0.26.0) peaked at 1.09 GiB
 # with 8192 batched tokens and 1.66 GiB with 16384: 73.0 KiB more per token, its workspaces'
 # 61.0 KiB and 3 hidden-sized bf16 tensors; 4 are counted. With 4096 tokens and 256 sequences
 # (held back, 2026-12-03) 0.81 GiB: the rest is constant, about its LM head's size (0.39 GiB),
